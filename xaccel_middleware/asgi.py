@@ -1,0 +1,214 @@
+"""The ASGI adapter: a pure ASGI 3 middleware around :mod:`decide` and :mod:`plan`.
+
+Like Starlette's ``GZipMiddleware``, it holds back ``http.response.start`` until
+the first body message shows what the response is: an ``X-Accel-Source``
+marker, a ``http.response.pathsend`` (which it advertises to the app), or an
+ordinary body that passes through untouched.
+
+File reads run in the event loop's default thread pool: a small file costs one
+thread hop in all (open, stat, plan and read together), a large one a hop per
+``XACCEL_CHUNK_SIZE`` bytes. Where the server offers ``pathsend`` or
+``zerocopysend``, the server sends the bytes itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .decide import Decider, Offload, Outcome, Refuse, Request, Stream
+from .settings import Settings
+from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_PATHSEND = "http.response.pathsend"
+_ZEROCOPY = "http.response.zerocopysend"
+_MARKER = b"x-accel-source"
+# Request headers the middleware owns: the app never sees them.
+_HIDDEN = frozenset({SENDFILE_TYPE.encode(), PROXY_SECRET.encode(), b"range", b"if-range"})
+_CONDITIONAL = frozenset(
+    {b"range", b"if-range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
+)
+
+
+class XAccelMiddleware:
+    """Wrap an ASGI application: ``app = XAccelMiddleware(app)``."""
+
+    def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
+        self.app = app
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.decider = Decider(self.settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kept = []
+        conditional: dict[str, str] = {}
+        own: dict[bytes, str] = {}
+        for name, value in scope["headers"]:
+            if name in _CONDITIONAL:
+                text = value.decode("latin-1")
+                key = name.decode()
+                conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
+            if name in _HIDDEN:
+                own[name] = value.decode("latin-1")
+            else:
+                kept.append((name, value))
+        client = scope.get("client")
+        offload_with = offload_method(
+            self.settings,
+            client[0] if client else None,
+            own.get(b"x-sendfile-type"),
+            own.get(b"x-accel-proxy-secret"),
+        )
+        extensions = dict(scope.get("extensions") or {})
+        server = frozenset(extensions)
+        extensions[_PATHSEND] = {}
+        inner = dict(scope, headers=kept, extensions=extensions)
+        request = Request(scope["method"], conditional, offload_with)
+        response = _Response(self, request, receive, send, server)
+        await self.app(inner, receive, response.send)
+        await response.finish()
+
+
+class _Response:
+    """One response's interception: the held start message and what follows it."""
+
+    def __init__(self, middleware: XAccelMiddleware, request: Request, receive: Receive, send: Send, server: frozenset[str]) -> None:
+        self.middleware = middleware
+        self.request = request
+        self.receive = receive
+        self._send = send
+        self.server = server
+        self.start: Message | None = None
+        self.marker: bytes | None = None
+        self.passing = False
+        self.done = False
+
+    async def send(self, message: Message) -> None:
+        if self.passing:
+            await self._send(message)
+            return
+        if self.done:
+            return  # the rest of a body that a file replaced
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._on_start(message)
+        elif self.marker is not None:
+            if kind == _PATHSEND or not message.get("more_body", False):
+                await self._serve(lambda: self.middleware.decider.for_marker(self.marker or b"", self.request, self.app_headers))
+        elif kind == _PATHSEND and self.start is not None:
+            path = message["path"]
+            await self._serve(lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers))
+        else:
+            await self._pass(message)
+
+    async def finish(self) -> None:
+        """The app returned: a marker whose body never ended is served now."""
+        if self.start is not None and not self.passing and not self.done:
+            if self.marker is not None:
+                await self._serve(lambda: self.middleware.decider.for_marker(self.marker or b"", self.request, self.app_headers))
+            else:
+                await self._pass({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _on_start(self, message: Message) -> None:
+        headers = message.get("headers", [])
+        marker = next((v for k, v in headers if k.lower() == _MARKER), None)
+        if message["status"] == 200:
+            self.start, self.marker = message, marker
+            return
+        if marker is not None:
+            message = dict(message, headers=[(k, v) for k, v in headers if k.lower() != _MARKER])
+        self.passing = True
+        await self._send(message)
+
+    async def _pass(self, message: Message) -> None:
+        self.passing = True
+        if self.start is not None:
+            await self._send(self.start)
+        await self._send(message)
+
+    @property
+    def app_headers(self) -> list[tuple[str, str]]:
+        assert self.start is not None
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.start.get("headers", [])]
+
+    async def _serve(self, decide: Callable[[], Outcome]) -> None:
+        self.done = True
+        limit = self.middleware.settings.chunk_size
+
+        def work() -> tuple[Outcome, list[bytes] | None]:
+            outcome = decide()
+            return outcome, outcome.prefetch(limit) if isinstance(outcome, Stream) else None
+
+        loop = asyncio.get_running_loop()
+        outcome, chunks = await loop.run_in_executor(None, work)
+        if isinstance(outcome, Stream):
+            await _StreamSender(self, outcome, loop).run(chunks)
+            return
+        status = 200 if isinstance(outcome, Offload) else outcome.status
+        body = outcome.body if isinstance(outcome, Refuse) else b""
+        await self._send({"type": "http.response.start", "status": status, "headers": _encode(outcome.headers)})
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class _StreamSender:
+    def __init__(self, response: _Response, stream: Stream, loop: asyncio.AbstractEventLoop) -> None:
+        self.response, self.stream, self.loop = response, stream, loop
+        self.send = response._send
+
+    async def run(self, chunks: list[bytes] | None) -> None:
+        plan, file = self.stream.plan, self.stream.file
+        try:
+            await self.send({"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)})
+            if chunks is not None:
+                await self.send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
+            elif _PATHSEND in self.response.server and plan.status == 200:
+                await self.send({"type": _PATHSEND, "path": file.path})
+            elif _ZEROCOPY in self.response.server and len(plan.body) == 1:
+                span = plan.body[0]
+                assert not isinstance(span, bytes)
+                await self.send({"type": _ZEROCOPY, "file": file.fd, "offset": span.start, "count": span.length, "more_body": False})
+            else:
+                await self._read_and_send()
+        finally:
+            file.close()
+
+    async def _read_and_send(self) -> None:
+        # uvicorn drops sends after a disconnect silently; watch for it so that a
+        # gone client does not cost the rest of the file's reads.
+        gone = asyncio.Event()
+        watcher = asyncio.ensure_future(self._watch(gone))
+        chunk_size = self.response.middleware.settings.chunk_size
+        read_at = self.stream.file.read_at
+        try:
+            for segment in self.stream.plan.body:
+                if isinstance(segment, bytes):
+                    await self.send({"type": "http.response.body", "body": segment, "more_body": True})
+                    continue
+                position = segment.start
+                while position < segment.stop:
+                    if gone.is_set():
+                        return
+                    data = await self.loop.run_in_executor(None, read_at, position, min(chunk_size, segment.stop - position))
+                    position += len(data)
+                    await self.send({"type": "http.response.body", "body": data, "more_body": True})
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+    async def _watch(self, gone: asyncio.Event) -> None:
+        while (await self.response.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]

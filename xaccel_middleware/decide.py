@@ -1,0 +1,126 @@
+"""What to do with a file response: offload it, stream it, or refuse it.
+
+Shared by both adapters, so each decision is made in one place. Blocking file
+system calls happen here; the ASGI adapter runs these functions in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from .errors import SourceError
+from .offload import offload_headers
+from .plan import Plan, plan_response
+from .settings import OffloadHeader, Settings
+from .sources import S3Location, parse_marker
+from .sources.local import LocalFile, confine, find_root, offload_target
+
+log = logging.getLogger("xaccel_middleware")
+
+Headers = list[tuple[str, str]]
+
+# Markers already warned about; bounded so that a flood cannot grow memory.
+_WARNED_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Offload:
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class Stream:
+    file: LocalFile
+    plan: Plan
+
+    def prefetch(self, limit: int) -> list[bytes] | None:
+        """The whole body when it is at most ``limit`` bytes, read now, so that a
+        small file costs one thread hop in all."""
+        if self.plan.content_length > limit:
+            return None
+        return [
+            s if isinstance(s, bytes) else self.file.read_at(s.start, s.length) if s.length else b""
+            for s in self.plan.body
+        ]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    status: int
+
+    @property
+    def headers(self) -> Headers:
+        return [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(self.body)))]
+
+    @property
+    def body(self) -> bytes:
+        return b"Not Found" if self.status == 404 else b"Forbidden"
+
+
+Outcome = Union[Offload, Stream, Refuse]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the decision needs from a request, whichever adapter carries it."""
+
+    method: str
+    headers: Mapping[str, str]  # lower-case names; only the conditional ones matter
+    offload_with: OffloadHeader | None
+
+
+class Decider:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._warned: set[bytes] = set()
+
+    def for_marker(self, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]) -> Outcome:
+        """An ``X-Accel-Source`` answer. A marker outside the roots is a 404 that
+        reveals nothing, and is logged once as a warning."""
+        try:
+            marker = parse_marker(raw)
+            if isinstance(marker, S3Location):
+                raise SourceError(404, "no S3 source is configured")
+            real, root = confine(marker, self.settings.roots)
+            if request.offload_with is not None:
+                target = offload_target(real, root, request.offload_with, self.settings)
+                log.debug("offload %s as %s", real, target.name)
+                return Offload(offload_headers(app_headers, target))
+            return self._stream(LocalFile.open(real), request, app_headers)
+        except SourceError as exc:
+            self._warn(raw, exc)
+            return Refuse(exc.status)
+
+    def for_file(
+        self, path: str, fd: int | None, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Outcome:
+        """A file the framework handed over (pathsend, ``wsgi.file_wrapper``). Inside
+        a root it may be offloaded; outside, it is streamed as the app meant."""
+        real = os.path.realpath(path)
+        root = find_root(real, self.settings.roots)
+        if root is not None and request.offload_with is not None:
+            target = offload_target(real, root, request.offload_with, self.settings)
+            log.debug("offload %s as %s", real, target.name)
+            return Offload(offload_headers(app_headers, target))
+        try:
+            file = LocalFile.from_fd(fd, real) if fd is not None else LocalFile.open(real, follow=True)
+        except (SourceError, OSError) as exc:
+            log.warning("cannot stream %r: %s", path, exc)
+            return Refuse(404)
+        return self._stream(file, request, app_headers)
+
+    def _stream(self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]]) -> Stream:
+        plan = plan_response(request.method, request.headers, file.meta, app_headers, self.settings.max_ranges)
+        log.debug("stream %s: %d", file.path, plan.status)
+        return Stream(file, plan)
+
+    def _warn(self, raw: bytes, exc: SourceError) -> None:
+        if raw in self._warned:
+            return
+        if len(self._warned) < _WARNED_LIMIT:
+            self._warned.add(raw)
+        log.warning("refused X-Accel-Source %r: %s", raw[:200], exc.reason)

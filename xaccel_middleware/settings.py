@@ -1,0 +1,286 @@
+"""One frozen settings object, read from ``XACCEL_*`` variables and validated once.
+
+Every check happens when a :class:`Settings` is built, so a typo surfaces as a
+:class:`ConfigError` naming the variable at start-up, never mid-request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from .errors import ConfigError
+
+Mode = Literal["auto", "stream", "offload"]
+OffloadHeader = Literal["X-Accel-Redirect", "X-Sendfile"]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Parser = Callable[[object], object]
+
+MODES: tuple[Mode, ...] = ("auto", "stream", "offload")
+OFFLOAD_HEADERS: tuple[OffloadHeader, ...] = ("X-Accel-Redirect", "X-Sendfile")
+
+# A prefix is a plain URI path: it must survive nginx's location matching and
+# Caddy's path matchers unescaped.
+_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+;=:@/-]*$")
+
+
+@dataclass(frozen=True)
+class Root:
+    """A directory whose files may be served, and its internal URI prefix."""
+
+    directory: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The middleware's configuration; ``from_env`` reads the ``XACCEL_*`` variables.
+
+    String values are accepted for every field and parsed as the matching
+    variable would be, so ``Settings(roots="/srv/media=/protected")`` works.
+    """
+
+    mode: Mode = "auto"
+    roots: tuple[Root, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
+    proxy_secret: str | None = None
+    offload_header: OffloadHeader = "X-Accel-Redirect"
+    max_ranges: int = 100
+    accel_buffering: bool | None = None
+    accel_limit_rate: int | None = None
+    accel_expires: str | None = None
+    chunk_size: int = 1024 * 1024
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_buckets: frozenset[str] = field(default_factory=frozenset)
+    s3_url_lifetime: int = 60
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            parse = _PARSERS.get(f.name)
+            if parse is not None:
+                object.__setattr__(self, f.name, parse(getattr(self, f.name)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Build settings from ``XACCEL_*`` variables; unset ones keep their default."""
+        given = {
+            name: environ[var]
+            for name, var in VARIABLES.items()
+            if environ.get(var, "").strip() != ""
+        }
+        return cls(**given)  # type: ignore[arg-type]
+
+    def describe(self) -> list[tuple[str, str]]:
+        """The effective value of every variable, secrets masked, for ``xaccel check``."""
+        rows = []
+        for name, var in VARIABLES.items():
+            value = getattr(self, name)
+            if name == "proxy_secret":
+                text = "(set)" if value else "(unset)"
+            elif name == "roots":
+                text = ",".join(f"{r.directory}={r.prefix}" for r in value) or "(none)"
+            elif isinstance(value, (tuple, frozenset)):
+                text = ",".join(sorted(str(v) for v in value)) or "(none)"
+            else:
+                text = "(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            rows.append((var, text))
+        return rows
+
+
+VARIABLES: dict[str, str] = {
+    "mode": "XACCEL_MODE",
+    "roots": "XACCEL_ROOTS",
+    "trusted_proxies": "XACCEL_TRUSTED_PROXIES",
+    "proxy_secret": "XACCEL_PROXY_SECRET",
+    "offload_header": "XACCEL_OFFLOAD_HEADER",
+    "max_ranges": "XACCEL_MAX_RANGES",
+    "accel_buffering": "XACCEL_BUFFERING",
+    "accel_limit_rate": "XACCEL_LIMIT_RATE",
+    "accel_expires": "XACCEL_EXPIRES",
+    "chunk_size": "XACCEL_CHUNK_SIZE",
+    "s3_endpoint_url": "XACCEL_S3_ENDPOINT_URL",
+    "s3_region": "XACCEL_S3_REGION",
+    "s3_buckets": "XACCEL_S3_BUCKETS",
+    "s3_url_lifetime": "XACCEL_S3_URL_LIFETIME",
+    "s3_connect_timeout": "XACCEL_S3_CONNECT_TIMEOUT",
+    "s3_read_timeout": "XACCEL_S3_READ_TIMEOUT",
+}
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _choice(var: str, choices: Iterable[str]) -> Parser:
+    table = {c.lower(): c for c in choices}
+
+    def parse(value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in table:
+            return table[value.strip().lower()]
+        raise ConfigError(f"{var}={value!r} is invalid: use one of {', '.join(table.values())}")
+
+    return parse
+
+
+def _integer(var: str, minimum: int, optional: bool = False) -> Parser:
+    def parse(value: object) -> object:
+        if value is None and optional:
+            return None
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < minimum:
+            raise ConfigError(f"{var}={value!r} is invalid: use a whole number >= {minimum}")
+        return int(text)
+
+    return parse
+
+
+def _seconds(var: str) -> Parser:
+    def parse(value: object) -> object:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = -1.0
+        if not 0 < number < 86400:
+            raise ConfigError(f"{var}={value!r} is invalid: use a number of seconds > 0")
+        return number
+
+    return parse
+
+
+def parse_roots(value: object) -> tuple[Root, ...]:
+    """Parse ``DIR=/internal/prefix`` pairs; each DIR must be an existing directory."""
+    if isinstance(value, tuple) and all(isinstance(r, Root) for r in value):
+        pairs = [(r.directory, r.prefix) for r in value]
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str):
+        pairs = []
+        for item in _split(value):
+            directory, sep, prefix = item.rpartition("=")
+            if not sep or not directory:
+                raise ConfigError(
+                    f"XACCEL_ROOTS item {item!r} is invalid: use DIR=/internal/prefix pairs, comma-separated"
+                )
+            pairs.append((directory.strip(), prefix.strip()))
+    else:
+        raise ConfigError(f"XACCEL_ROOTS={value!r} is invalid: use DIR=/internal/prefix pairs")
+    roots = []
+    for directory, prefix in pairs:
+        if not os.path.isabs(directory):
+            raise ConfigError(f"XACCEL_ROOTS directory {directory!r} is invalid: use an absolute path")
+        real = os.path.realpath(directory)
+        if not os.path.isdir(real):
+            raise ConfigError(f"XACCEL_ROOTS directory {directory!r} is invalid: it is not an existing directory")
+        prefix = prefix.rstrip("/")
+        if not _PREFIX.match(prefix + "/") or "/../" in prefix + "/" or "/./" in prefix + "/":
+            raise ConfigError(
+                f"XACCEL_ROOTS prefix {prefix!r} is invalid: use an absolute URI path such as /protected"
+            )
+        roots.append(Root(real, prefix))
+    # Nested roots: the longest directory must win, so try it first.
+    return tuple(sorted(roots, key=lambda r: len(r.directory), reverse=True))
+
+
+def parse_networks(value: object) -> tuple[Network, ...]:
+    """Parse comma-separated CIDRs (IPv4 and IPv6); a bare address is a /32 or /128."""
+    if isinstance(value, tuple):
+        items: list[object] = list(value)
+    elif isinstance(value, str):
+        items = list(_split(value))
+    else:
+        raise ConfigError(f"XACCEL_TRUSTED_PROXIES={value!r} is invalid: use comma-separated CIDRs")
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))  # type: ignore[arg-type]
+        except ValueError:
+            raise ConfigError(
+                f"XACCEL_TRUSTED_PROXIES item {item!r} is invalid: use a CIDR such as 10.0.0.0/8 or ::1/128"
+            ) from None
+    return tuple(networks)
+
+
+def _secret(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 16 or not value.isascii() or not value.isprintable():
+        raise ConfigError(
+            "XACCEL_PROXY_SECRET is invalid: use at least 16 printable ASCII characters"
+        )
+    return value
+
+
+def _buffering(value: object) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "on", "1"):
+        return True
+    if text in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"XACCEL_BUFFERING={value!r} is invalid: use yes or no")
+
+
+def _expires(value: object) -> object:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text == "off" or re.fullmatch(r"@?[0-9]{1,10}", text):
+        return text
+    raise ConfigError(f"XACCEL_EXPIRES={value!r} is invalid: use off, seconds, or @seconds-since-midnight")
+
+
+def _endpoint(value: object) -> object:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"https?://[^/\s?#]+/?", text):
+        raise ConfigError(
+            f"XACCEL_S3_ENDPOINT_URL={value!r} is invalid: use http(s)://host[:port] with no path"
+        )
+    return text.rstrip("/")
+
+
+def _region(value: object) -> object:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", text):
+        raise ConfigError(f"XACCEL_S3_REGION={value!r} is invalid: use a region name such as us-east-1")
+    return text
+
+
+def _buckets(value: object) -> object:
+    items = _split(value) if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    for item in items:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(item)):
+            raise ConfigError(f"XACCEL_S3_BUCKETS item {item!r} is invalid: use S3 bucket names")
+    return frozenset(items)
+
+
+_PARSERS: dict[str, Parser] = {
+    "mode": _choice("XACCEL_MODE", MODES),
+    "roots": parse_roots,
+    "trusted_proxies": parse_networks,
+    "proxy_secret": _secret,
+    "offload_header": _choice("XACCEL_OFFLOAD_HEADER", OFFLOAD_HEADERS),
+    "max_ranges": _integer("XACCEL_MAX_RANGES", 1),
+    "accel_buffering": _buffering,
+    "accel_limit_rate": _integer("XACCEL_LIMIT_RATE", 0, optional=True),
+    "accel_expires": _expires,
+    "chunk_size": _integer("XACCEL_CHUNK_SIZE", 4096),
+    "s3_endpoint_url": _endpoint,
+    "s3_region": _region,
+    "s3_buckets": _buckets,
+    "s3_url_lifetime": _integer("XACCEL_S3_URL_LIFETIME", 1),
+    "s3_connect_timeout": _seconds("XACCEL_S3_CONNECT_TIMEOUT"),
+    "s3_read_timeout": _seconds("XACCEL_S3_READ_TIMEOUT"),
+}

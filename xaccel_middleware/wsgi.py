@@ -1,0 +1,261 @@
+"""The WSGI adapter (PEP 3333): a thin shell around :mod:`decide` and :mod:`plan`.
+
+A single span goes to the server's own ``wsgi.file_wrapper`` where that is known
+to be safe: gunicorn sends exactly Content-Length bytes from the file's current
+offset with sendfile(2). uWSGI's wrapper ignores the offset, and other servers'
+wrappers read to EOF, so everywhere else a bounded iterator sends the bytes.
+"""
+
+from __future__ import annotations
+
+import http
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Optional, Protocol
+
+from .decide import Decider, Offload, Refuse, Request, Stream
+from .plan import Segment
+from .settings import Settings
+from .trust import offload_method
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
+Headers = list[tuple[str, str]]
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self, status: str, headers: Headers, exc_info: ExcInfo | None = ..., /
+    ) -> Callable[[bytes], object]: ...
+
+
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+# Request headers the middleware owns: the app never sees them.
+_HIDDEN = ("HTTP_X_SENDFILE_TYPE", "HTTP_X_ACCEL_PROXY_SECRET", "HTTP_RANGE", "HTTP_IF_RANGE")
+_CONDITIONAL = {
+    "range": "HTTP_RANGE",
+    "if-range": "HTTP_IF_RANGE",
+    "if-match": "HTTP_IF_MATCH",
+    "if-none-match": "HTTP_IF_NONE_MATCH",
+    "if-modified-since": "HTTP_IF_MODIFIED_SINCE",
+    "if-unmodified-since": "HTTP_IF_UNMODIFIED_SINCE",
+}
+
+
+class FileBody:
+    """The ``wsgi.file_wrapper`` the app sees: a marker for "this body is a file"."""
+
+    def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.filelike.read(self.block_size), b"")
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+class _SpanReader:
+    """One span of a file for gunicorn's wrapper: sendfile(2) starts at the fd's
+    offset; the read() fallback stops at the span's end."""
+
+    def __init__(self, stream: Stream, start: int, stop: int) -> None:
+        self._stream, self._position, self._stop = stream, start, stop
+        os.lseek(stream.file.fd, start, os.SEEK_SET)
+
+    def fileno(self) -> int:
+        return self._stream.file.fd
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._stop - self._position
+        if left <= 0:
+            return b""
+        data = self._stream.file.read_at(self._position, left if size < 0 else min(size, left))
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        self._stream.file.close()
+
+
+class _StreamBody:
+    """The planned body, read chunk by chunk; the file is closed exactly once."""
+
+    def __init__(self, stream: Stream, chunk_size: int) -> None:
+        self._stream, self._chunk_size = stream, chunk_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        segment: Segment
+        for segment in self._stream.plan.body:
+            if isinstance(segment, bytes):
+                yield segment
+            else:
+                yield from self._stream.file.read(segment.start, segment.stop, self._chunk_size)
+
+    def close(self) -> None:
+        self._stream.file.close()
+
+
+class _Captured:
+    """Holds back start_response until the body shows what to do."""
+
+    status: str | None = None
+    headers: Headers = []
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self._start_response = start_response
+        self.started = False
+
+    def __call__(self, status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Callable[[bytes], object]:
+        if exc_info is not None and self.started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status, self.headers = status, headers
+        return self._write
+
+    def _write(self, data: bytes) -> object:
+        # Legacy write(): the app streams by itself, so nothing is intercepted.
+        if not self.started:
+            self.start(self.status or "500 Internal Server Error", _without_marker(self.headers))
+        return self._real_write(data)
+
+    def start(self, status: str, headers: Headers) -> None:
+        self.started = True
+        self._real_write = self._start_response(status, headers)
+
+
+def _without_marker(headers: Headers) -> Headers:
+    return [(k, v) for k, v in headers if k.lower() != "x-accel-source"]
+
+
+def _marker(headers: Headers) -> str | None:
+    for name, value in headers:
+        if name.lower() == "x-accel-source":
+            return value
+    return None
+
+
+class XAccelWSGIMiddleware:
+    """Wrap a WSGI application: ``application = XAccelWSGIMiddleware(application)``."""
+
+    def __init__(self, app: WSGIApp, settings: Settings | None = None) -> None:
+        self.app = app
+        self.settings = settings if settings is not None else Settings.from_env()
+        self._decider = Decider(self.settings)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        offload_with = offload_method(
+            self.settings,
+            environ.get("REMOTE_ADDR"),
+            environ.get("HTTP_X_SENDFILE_TYPE"),
+            environ.get("HTTP_X_ACCEL_PROXY_SECRET"),
+        )
+        conditional = {name: environ[key] for name, key in _CONDITIONAL.items() if key in environ}
+        for key in _HIDDEN:
+            environ.pop(key, None)
+        server_wrapper = environ.get("wsgi.file_wrapper")
+        environ["wsgi.file_wrapper"] = FileBody
+
+        captured = _Captured(start_response)
+        body: Iterable[bytes] = self.app(environ, captured)
+        if captured.status is None:
+            # start_response may come with the first item (PEP 3333).
+            iterator = iter(body)
+            first = next(iterator, None)
+            body = _Chained(first, iterator, body)
+        if captured.started:
+            return body
+        status, headers = captured.status or "500 Internal Server Error", captured.headers
+
+        marker = _marker(headers)
+        is_file = isinstance(body, FileBody)
+        if status[:3] != "200" or (marker is None and not is_file):
+            if marker is not None:
+                headers = _without_marker(headers)
+            if is_file and server_wrapper is not None:
+                body = server_wrapper(body.filelike, body.block_size)  # type: ignore[union-attr]
+            captured.start(status, headers)
+            return body
+
+        request = Request(environ["REQUEST_METHOD"], conditional, offload_with)
+        try:
+            if marker is not None:
+                outcome = self._decider.for_marker(marker.encode("latin-1"), request, headers)
+            else:
+                outcome = self._file_outcome(body, request, headers)  # type: ignore[arg-type]
+        except BaseException:
+            _close(body)
+            raise
+        if outcome is None:
+            # A file-like we cannot take over (no fd or name): send it as the app meant.
+            captured.start(status, headers)
+            return server_wrapper(body.filelike, body.block_size) if server_wrapper else body  # type: ignore[union-attr,no-any-return]
+        _close(body)  # replaced by the outcome; a file's fd was duplicated first
+        return self._send(outcome, captured, environ, server_wrapper)
+
+    def _file_outcome(self, body: FileBody, request: Request, headers: Headers) -> Offload | Stream | Refuse | None:
+        name = getattr(body.filelike, "name", None)
+        try:
+            fd = body.filelike.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not isinstance(name, str):
+            return None
+        return self._decider.for_file(name, fd, request, headers)
+
+    def _send(
+        self,
+        outcome: Offload | Stream | Refuse,
+        captured: _Captured,
+        environ: Environ,
+        server_wrapper: Any,
+    ) -> Iterable[bytes]:
+        if isinstance(outcome, Offload):
+            captured.start("200 OK", outcome.headers)
+            return []
+        if isinstance(outcome, Refuse):
+            captured.start(_status_line(outcome.status), outcome.headers)
+            return [outcome.body]
+        plan = outcome.plan
+        captured.start(_status_line(plan.status), plan.headers)
+        if not plan.body:
+            outcome.file.close()
+            return []
+        if (
+            len(plan.body) == 1
+            and server_wrapper is not None
+            and environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/")
+        ):
+            span = plan.body[0]
+            assert not isinstance(span, bytes)
+            return server_wrapper(_SpanReader(outcome, span.start, span.stop), self.settings.chunk_size)  # type: ignore[no-any-return]
+        return _StreamBody(outcome, self.settings.chunk_size)
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {http.HTTPStatus(status).phrase}"
+
+
+def _close(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
+class _Chained:
+    """The app's body with its first item already taken; close() still reaches the app."""
+
+    def __init__(self, first: bytes | None, rest: Iterator[bytes], body: Iterable[bytes]) -> None:
+        self._items = rest if first is None else itertools.chain((first,), rest)
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._items
+
+    def close(self) -> None:
+        _close(self._body)
