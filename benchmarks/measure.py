@@ -59,7 +59,13 @@ WORKLOADS = (
         headers=(("Range", f"bytes={MIB}-"),),
         quick=False,
     ),
-    Workload("hello", "non-file 'hello' response", "small-4k.bin", 16, ("asgi-bare", "asgi-wrapped", "wsgi-bare", "wsgi-wrapped")),
+    Workload(
+        "hello",
+        "non-file 'hello' response",
+        "small-4k.bin",
+        16,
+        ("asgi-bare", "asgi-wrapped", "wsgi-bare", "wsgi-wrapped"),
+    ),
 )
 
 
@@ -141,7 +147,9 @@ def run_workloads(
                 )
 
 
-def _measure(contender: Contender, workload: Workload, loader: Wrk | PythonLoad, seconds: int, number: int) -> Sample:
+def _measure(
+    contender: Contender, workload: Workload, loader: Wrk | PythonLoad, seconds: int, number: int
+) -> Sample:
     app_before = contender.app.cpu_seconds() if contender.app else None
     front_before = contender.front.cpu_seconds() if contender.front else None
     load = loader.run(
@@ -153,7 +161,9 @@ def _measure(contender: Contender, workload: Workload, loader: Wrk | PythonLoad,
         file_size=workload.file_size,
     )
     app_cpu = contender.app.cpu_seconds() - app_before if contender.app and app_before is not None else None
-    front_cpu = contender.front.cpu_seconds() - front_before if contender.front and front_before is not None else None
+    front_cpu = (
+        contender.front.cpu_seconds() - front_before if contender.front and front_before is not None else None
+    )
     return Sample(
         workload.key,
         contender.key,

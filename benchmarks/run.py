@@ -25,11 +25,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import contenders as contenders_mod  # noqa: E402
-from benchmarks import measure, report  # noqa: E402
-from benchmarks.load import make_loader  # noqa: E402
-from benchmarks.media import FILES, make_media  # noqa: E402
-from benchmarks.procs import Server  # noqa: E402
+from benchmarks import contenders as contenders_mod
+from benchmarks import measure, report
+from benchmarks.load import make_loader
+from benchmarks.media import FILES, make_media
+from benchmarks.procs import Server
 
 HERE = Path(__file__).resolve().parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -37,13 +37,28 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run of under a minute (1 round, 1 s each, no 1 GiB file)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of under a minute (1 round, 1 s each, no 1 GiB file)",
+    )
     parser.add_argument("--rounds", type=int, help="rounds per workload (full: 3, quick: 1)")
     parser.add_argument("--seconds", type=int, help="seconds per measurement (full: 3, quick: 1)")
-    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator (auto: wrk when installed)")
-    parser.add_argument("--only", help="comma-separated workload keys to run (4k,1m,100m,range,resume,hello,rss)")
-    parser.add_argument("--media", help="folder for the served files, kept between runs (default: in the temp folder)")
-    parser.add_argument("--out", help="the Markdown report (default: benchmarks/RESULTS.md; RESULTS-quick.md for --quick)")
+    parser.add_argument(
+        "--load",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator (auto: wrk when installed)",
+    )
+    parser.add_argument(
+        "--only", help="comma-separated workload keys to run (4k,1m,100m,range,resume,hello,rss)"
+    )
+    parser.add_argument(
+        "--media", help="folder for the served files, kept between runs (default: in the temp folder)"
+    )
+    parser.add_argument(
+        "--out", help="the Markdown report (default: benchmarks/RESULTS.md; RESULTS-quick.md for --quick)"
+    )
     return parser
 
 
@@ -65,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (1 if args.quick else 3)
     only = set(args.only.split(",")) if args.only else None
     out = Path(args.out) if args.out else HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
-    chart = out.with_suffix(".png") if args.out else HERE / ("ratios-quick.png" if args.quick else "ratios.png")
+    chart = (
+        out.with_suffix(".png") if args.out else HERE / ("ratios-quick.png" if args.quick else "ratios.png")
+    )
     media_dir = args.media or os.path.join(tempfile.gettempdir(), f"xaccel-bench-media-{os.getuid()}")
     started = time.monotonic()
 
@@ -79,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="xaccel-bench-"))
     os.chmod(workdir, 0o755)
     loader = make_loader(args.load, str(workdir))
-    load_name = "wrk, 1 thread" if type(loader).__name__ == "Wrk" else "the Python client in benchmarks/load.py"
+    load_name = (
+        "wrk, 1 thread" if type(loader).__name__ == "Wrk" else "the Python client in benchmarks/load.py"
+    )
 
     found, missing = contenders_mod.build(workdir, media_dir)
     if missing and IN_CI:
@@ -99,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{len(servers)} servers up, {len(found)} contenders checked")
 
         run = measure.Run()
-        workloads = [w for w in measure.WORKLOADS if (w.quick or not args.quick) and (only is None or w.key in only)]
+        workloads = [
+            w for w in measure.WORKLOADS if (w.quick or not args.quick) and (only is None or w.key in only)
+        ]
         measure.run_workloads(by_key, workloads, loader, rounds, seconds, run, say)
         if only is None or "rss" in only:
             big = "large-100m.bin" if args.quick else "huge-1g.bin"
@@ -123,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         by_key,
         missing,
         workloads,
-        {"command": command, "date": report.today(), "rounds": str(rounds), "seconds": str(seconds), "load": load_name},
+        {
+            "command": command,
+            "date": report.today(),
+            "rounds": str(rounds),
+            "seconds": str(seconds),
+            "load": load_name,
+        },
         machine,
         plan_row,
         plan_ms,

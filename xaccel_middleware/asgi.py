@@ -5,19 +5,26 @@ the first body message shows what the response is: an ``X-Accel-Source``
 marker, a ``http.response.pathsend`` (which it advertises to the app), or an
 ordinary body that passes through untouched.
 
-File reads run in the event loop's default thread pool: a small file costs one
-thread hop in all (open, stat, plan and read together), a large one a hop per
-``XACCEL_CHUNK_SIZE`` bytes. Where the server offers ``pathsend`` or
+The decision (resolve, open, stat, plan) runs on the event loop, as nginx opens
+and stats files in its own: it touches metadata only. A read runs on the loop
+too when ``preadv2(RWF_NOWAIT)`` finds its first and last page in the page
+cache; otherwise it goes to the loop's thread pool, so a read that waits for
+the disk never blocks the loop. A thread hop costs more than reading 1 MiB from
+the cache (benchmarks/RESULTS.md). A small body is read whole, a large one
+``XACCEL_CHUNK_SIZE`` bytes at a time. Where the server offers ``pathsend`` or
 ``zerocopysend``, the server sends the bytes itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+import os
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from functools import cached_property
 from typing import Any
 
 from .decide import Decider, Offload, Outcome, Refuse, Request, Stream
+from .ranges import ByteSpan
 from .settings import Settings
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
 
@@ -30,11 +37,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _PATHSEND = "http.response.pathsend"
 _ZEROCOPY = "http.response.zerocopysend"
 _MARKER = b"x-accel-source"
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux 4.14+
 # Request headers the middleware owns: the app never sees them.
 _HIDDEN = frozenset({SENDFILE_TYPE.encode(), PROXY_SECRET.encode(), b"range", b"if-range"})
 _CONDITIONAL = frozenset(
     {b"range", b"if-range", b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since"}
 )
+_OWNED = _HIDDEN | _CONDITIONAL
 
 
 class XAccelMiddleware:
@@ -49,31 +58,17 @@ class XAccelMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        kept = []
-        conditional: dict[str, str] = {}
-        own: dict[bytes, str] = {}
-        for name, value in scope["headers"]:
-            if name in _CONDITIONAL:
-                text = value.decode("latin-1")
-                key = name.decode()
-                conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
-            if name in _HIDDEN:
-                own[name] = value.decode("latin-1")
-            else:
-                kept.append((name, value))
-        client = scope.get("client")
-        offload_with = offload_method(
-            self.settings,
-            client[0] if client else None,
-            own.get(b"x-sendfile-type"),
-            own.get(b"x-accel-proxy-secret"),
-        )
-        extensions = dict(scope.get("extensions") or {})
-        server = frozenset(extensions)
-        extensions[_PATHSEND] = {}
-        inner = dict(scope, headers=kept, extensions=extensions)
-        request = Request(scope["method"], conditional, offload_with)
-        response = _Response(self, request, receive, send, server)
+        # Most responses are not files: keep this path to a few lookups and
+        # decode the request's own headers only when a file is served.
+        headers = scope["headers"]
+        owned = [(name, value) for name, value in headers if name in _OWNED]
+        inner = dict(scope)
+        if owned:
+            inner["headers"] = [(name, value) for name, value in headers if name not in _HIDDEN]
+        server = scope.get("extensions") or {}
+        if _PATHSEND not in server:
+            inner["extensions"] = {**server, _PATHSEND: {}}
+        response = _Response(self, scope, owned, receive, send, server)
         await self.app(inner, receive, response.send)
         await response.finish()
 
@@ -81,9 +76,18 @@ class XAccelMiddleware:
 class _Response:
     """One response's interception: the held start message and what follows it."""
 
-    def __init__(self, middleware: XAccelMiddleware, request: Request, receive: Receive, send: Send, server: frozenset[str]) -> None:
+    def __init__(
+        self,
+        middleware: XAccelMiddleware,
+        scope: Scope,
+        owned: list[tuple[bytes, bytes]],
+        receive: Receive,
+        send: Send,
+        server: Mapping[str, Any],
+    ) -> None:
         self.middleware = middleware
-        self.request = request
+        self.scope = scope
+        self.owned = owned
         self.receive = receive
         self._send = send
         self.server = server
@@ -91,6 +95,26 @@ class _Response:
         self.marker: bytes | None = None
         self.passing = False
         self.done = False
+
+    @cached_property
+    def request(self) -> Request:
+        conditional: dict[str, str] = {}
+        own: dict[bytes, str] = {}
+        for name, value in self.owned:
+            text = value.decode("latin-1")
+            if name in _CONDITIONAL:
+                key = name.decode()
+                conditional[key] = f"{conditional[key]}, {text}" if key in conditional else text
+            if name in _HIDDEN:
+                own[name] = text
+        client = self.scope.get("client")
+        offload_with = offload_method(
+            self.middleware.settings,
+            client[0] if client else None,
+            own.get(b"x-sendfile-type"),
+            own.get(b"x-accel-proxy-secret"),
+        )
+        return Request(self.scope["method"], conditional, offload_with)
 
     async def send(self, message: Message) -> None:
         if self.passing:
@@ -120,7 +144,11 @@ class _Response:
 
     async def _on_start(self, message: Message) -> None:
         headers = message.get("headers", [])
-        marker = next((v for k, v in headers if k.lower() == _MARKER), None)
+        marker = None
+        for name, value in headers:
+            if name.lower() == _MARKER:
+                marker = value
+                break
         if message["status"] == 200:
             self.start, self.marker = message, marker
             return
@@ -142,16 +170,9 @@ class _Response:
 
     async def _serve(self, decide: Callable[[], Outcome]) -> None:
         self.done = True
-        limit = self.middleware.settings.chunk_size
-
-        def work() -> tuple[Outcome, list[bytes] | None]:
-            outcome = decide()
-            return outcome, outcome.prefetch(limit) if isinstance(outcome, Stream) else None
-
-        loop = asyncio.get_running_loop()
-        outcome, chunks = await loop.run_in_executor(None, work)
+        outcome = decide()
         if isinstance(outcome, Stream):
-            await _StreamSender(self, outcome, loop).run(chunks)
+            await _StreamSender(self, outcome, asyncio.get_running_loop()).run()
             return
         status = 200 if isinstance(outcome, Offload) else outcome.status
         body = outcome.body if isinstance(outcome, Refuse) else b""
@@ -164,9 +185,17 @@ class _StreamSender:
         self.response, self.stream, self.loop = response, stream, loop
         self.send = response._send
 
-    async def run(self, chunks: list[bytes] | None) -> None:
+    async def run(self) -> None:
         plan, file = self.stream.plan, self.stream.file
         try:
+            chunks = None
+            limit = self.response.middleware.settings.chunk_size
+            if plan.content_length <= limit:
+                # Read before the start goes out, so a failed read is still a 500.
+                if all(_cached(file.fd, s) for s in plan.body if isinstance(s, ByteSpan)):
+                    chunks = self.stream.prefetch(limit)
+                else:
+                    chunks = await self.loop.run_in_executor(None, self.stream.prefetch, limit)
             await self.send({"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)})
             if chunks is not None:
                 await self.send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
@@ -197,7 +226,11 @@ class _StreamSender:
                 while position < segment.stop:
                     if gone.is_set():
                         return
-                    data = await self.loop.run_in_executor(None, read_at, position, min(chunk_size, segment.stop - position))
+                    count = min(chunk_size, segment.stop - position)
+                    if _cached(self.stream.file.fd, ByteSpan(position, position + count)):
+                        data = read_at(position, count)
+                    else:
+                        data = await self.loop.run_in_executor(None, read_at, position, count)
                     position += len(data)
                     await self.send({"type": "http.response.body", "body": data, "more_body": True})
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -208,6 +241,19 @@ class _StreamSender:
         while (await self.response.receive())["type"] != "http.disconnect":
             pass
         gone.set()
+
+
+def _cached(fd: int, span: ByteSpan) -> bool:
+    """Whether the span's first and last byte are in the page cache: then reading
+    it will not wait for the disk. False where RWF_NOWAIT is not supported."""
+    if _NOWAIT is None or not span.length:
+        return _NOWAIT is not None
+    probe = [bytearray(1)]
+    try:
+        first = os.preadv(fd, probe, span.start, _NOWAIT)
+        return first == 1 and os.preadv(fd, probe, span.stop - 1, _NOWAIT) == 1
+    except OSError:  # EAGAIN: on disk. Any other error is raised by the threaded read.
+        return False
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
