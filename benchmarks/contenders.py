@@ -133,21 +133,26 @@ def build(run: Path, media: str) -> tuple[list[Contender], list[Missing]]:
         ours=True,
     )
 
-    if proxies.nginx_binary():
+    if proxies.binary("nginx"):
         app = _uvicorn("offload-nginx-app", "benchmarks.apps.asgi:xaccel_app", run, media)
-        nginx = proxies.nginx_server(
-            "offload-nginx", run / "nginx-offload", free_port(), media, app.port, settings
+        nginx = proxies.offload_server(
+            "offload-nginx", "nginx", run / "nginx-offload", free_port(), app.port, settings
         )
         add("offload-nginx", "xaccel offload, nginx + uvicorn", app, "", front=nginx, ours=True)
         add("nginx-hello", "'hello' via nginx + uvicorn", app, "", front=nginx, path="/hello")
-        direct = proxies.nginx_server("nginx-direct", run / "nginx-direct", free_port(), media, None)
+        direct = proxies.nginx_direct("nginx-direct", run / "nginx-direct", free_port(), media)
         add("nginx-direct", "nginx serving the file itself", None, "", front=direct)
     else:
-        for key, label in (("offload-nginx", "xaccel offload, nginx"), ("nginx-direct", "nginx direct")):
-            missing.append(Missing(key, label, "nginx is not installed (apt-get install nginx-light)"))
-    if proxies.caddy_binary():
+        why = "nginx is not installed (apt-get install nginx-light)"
+        missing += [
+            Missing("offload-nginx", "xaccel offload, nginx", why),
+            Missing("nginx-direct", "nginx direct", why),
+        ]
+    if proxies.binary("caddy"):
         app = _uvicorn("offload-caddy-app", "benchmarks.apps.asgi:xaccel_app", run, media)
-        caddy = proxies.caddy_server("offload-caddy", run / "caddy", free_port(), media, app.port, settings)
+        caddy = proxies.offload_server(
+            "offload-caddy", "caddy", run / "caddy", free_port(), app.port, settings
+        )
         add("offload-caddy", "xaccel offload, Caddy + uvicorn", app, "", front=caddy, ours=True)
     else:
         missing.append(

@@ -162,12 +162,21 @@ class XAccelWSGIMiddleware:
         environ["wsgi.file_wrapper"] = FileBody
 
         captured = _Captured(start_response)
-        body: Iterable[bytes] = self.app(environ, captured)
-        if captured.status is None:
-            # start_response may come with the first item (PEP 3333).
-            iterator = iter(body)
-            first = next(iterator, None)
-            body = _Chained(first, iterator, body)
+        body: Iterable[bytes]
+        try:
+            body = self.app(environ, captured)
+            if captured.status is None:
+                # start_response may come with the first item (PEP 3333).
+                iterator = iter(body)
+                first = next(iterator, None)
+                body = _Chained(first, iterator, body)
+        finally:
+            # The server may look its wrapper up again (gunicorn's isinstance check
+            # before sendfile): it must find its own.
+            if server_wrapper is None:
+                environ.pop("wsgi.file_wrapper", None)
+            else:
+                environ["wsgi.file_wrapper"] = server_wrapper
         if captured.started:
             return body
         status, headers = captured.status or "500 Internal Server Error", captured.headers
