@@ -8,6 +8,7 @@ and the headers the app chose, and decides the status (200, 206, 304, 412 or
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from .ranges import UNSATISFIABLE, ByteSpan, parse_range
 
 Headers = list[tuple[str, str]]
 Segment = Union[bytes, ByteSpan]
+# Served files keep their mtime: formatting each date once saves a few µs per answer.
+_http_date = functools.lru_cache(maxsize=1024)(format_http_date)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def plan_response(
     if "etag" not in names:
         base.append(("etag", etag_text))
     if "last-modified" not in names:
-        base.append(("last-modified", format_http_date(last_modified)))
+        base.append(("last-modified", _http_date(last_modified)))
     base.append(("accept-ranges", "bytes"))
 
     size = meta.size
