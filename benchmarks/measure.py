@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .contenders import Contender
 from .load import PythonLoad, Wrk
 from .media import FILES, KIB, MIB
+from .procs import cpu_between, rss_bytes, tree
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,8 @@ def run_workloads(
                 sample = _measure(contender, workload, loader, seconds, number)
                 result.samples.append(sample)
                 if sample.errors:
-                    result.problems.append(
-                        f"{workload.key} / {contender.key}: {sample.errors} errors in {sample.requests} requests"
-                    )
+                    where = f"{workload.key} / {contender.key}"
+                    result.problems.append(f"{where}: {sample.errors} errors in {sample.requests} requests")
                 say(
                     f"{workload.key:>6} r{number} {contender.key:<16} {sample.rps:9.1f} req/s"
                     f" {sample.mbps:9.1f} MB/s p99 {sample.p99_ms:7.1f} ms"
@@ -150,8 +150,8 @@ def run_workloads(
 def _measure(
     contender: Contender, workload: Workload, loader: Wrk | PythonLoad, seconds: int, number: int
 ) -> Sample:
-    app_before = contender.app.cpu_seconds() if contender.app else None
-    front_before = contender.front.cpu_seconds() if contender.front else None
+    app_before = contender.app.cpu_snapshot() if contender.app else None
+    front_before = contender.front.cpu_snapshot() if contender.front else None
     load = loader.run(
         contender.url + path_for(contender, workload),
         workload.connections,
@@ -160,9 +160,11 @@ def _measure(
         range_size=workload.range_size,
         file_size=workload.file_size,
     )
-    app_cpu = contender.app.cpu_seconds() - app_before if contender.app and app_before is not None else None
+    app_cpu = cpu_between(app_before, contender.app.cpu_snapshot()) if contender.app and app_before else None
     front_cpu = (
-        contender.front.cpu_seconds() - front_before if contender.front and front_before is not None else None
+        cpu_between(front_before, contender.front.cpu_snapshot())
+        if contender.front and front_before
+        else None
     )
     return Sample(
         workload.key,
@@ -182,8 +184,6 @@ def probe_memory(contender: Contender, file: str, size: int) -> Probe:
     """Download ``file`` once on one connection, sampling the app's RSS."""
     server = contender.app or contender.front
     assert server is not None
-    from .procs import rss_bytes, tree
-
     members = tree(server.pid)
     before = rss_bytes(server.pid, members)
     peak = before

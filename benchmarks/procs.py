@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -100,8 +99,8 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+    def cpu_snapshot(self) -> dict[int, int]:
+        return cpu_snapshot(self.pid)
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.pid)
@@ -132,18 +131,31 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its descendants (all their threads)."""
-    total = 0
+def cpu_snapshot(pid: int) -> dict[int, int]:
+    """Run time in ns of every thread of ``pid`` and its descendants, by thread id.
+
+    From /proc/*/task/*/schedstat: exact, where /proc/*/stat counts 10 ms ticks,
+    too coarse for an app that spends a few ms serving a second of offloads.
+    """
+    found = {}
     for member in tree(pid):
         try:
-            with open(f"/proc/{member}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+            tasks = os.listdir(f"/proc/{member}/task")
         except OSError:
             continue
-        # utime and stime: fields 14 and 15 of proc(5).
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+        for tid in tasks:
+            try:
+                with open(f"/proc/{member}/task/{tid}/schedstat", "rb") as f:
+                    found[int(tid)] = int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def cpu_between(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds used between two snapshots by the threads alive at the second
+    (a thread that ended in between is not counted: thread pools keep theirs)."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items()) / 1e9
 
 
 def rss_bytes(pid: int, members: Sequence[int] | None = None) -> int:

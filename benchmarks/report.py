@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contenders import Contender, Missing
-from .measure import Probe, Run, Workload
+from .contenders import Missing
+from .measure import Probe, Run, Sample, Workload
 from .media import MIB
 
 PACKAGES = (
@@ -39,6 +39,7 @@ class Figures:
     mbps: float
     p99_ms: float
     app_cpu_per_gb: float | None
+    app_cpu_per_request: float | None  # µs
     front_cpu_per_gb: float | None
     errors: int
     rounds: int
@@ -79,11 +80,13 @@ def summarize(run: Run) -> dict[tuple[str, str], Figures]:
     for key, samples in groups.items():
         app = [s.app_cpu_per_gb for s in samples if s.app_cpu_per_gb is not None]
         front = [s.front_cpu / (s.bytes / 1e9) for s in samples if s.front_cpu is not None and s.bytes]
+        per_request = [s.app_cpu / s.requests * 1e6 for s in samples if s.app_cpu is not None and s.requests]
         out[key] = Figures(
             _median([s.rps for s in samples]),
             _median([s.mbps for s in samples]),
             _median([s.p99_ms for s in samples]),
             _median(app) if app else None,
+            _median(per_request) if per_request else None,
             _median(front) if front else None,
             sum(s.errors for s in samples),
             len(samples),
@@ -91,26 +94,41 @@ def summarize(run: Run) -> dict[tuple[str, str], Figures]:
     return out
 
 
-def targets(
-    figures: dict[tuple[str, str], Figures], probes: list[Probe], plan_ms: float | None
-) -> list[Target]:
-    def ratio(workload: str, a: str, b: str, what: Callable[[Figures], float | None]) -> float | None:
-        fa, fb = figures.get((workload, a)), figures.get((workload, b))
-        if fa is None or fb is None:
-            return None
-        va, vb = what(fa), what(fb)
-        if va is None or vb is None or vb == 0:
-            return None
-        return va / vb
+def paired(
+    samples: list[Sample], workload: str, a: str, b: str, what: Callable[[Sample], float | None]
+) -> float | None:
+    """The median over rounds of a/b, each ratio taken within one round: A and B
+    ran seconds apart, so a slow drift of the machine's load cancels out."""
+    by_round: dict[int, dict[str, Sample]] = {}
+    for s in samples:
+        if s.workload == workload and s.contender in (a, b):
+            by_round.setdefault(s.round, {})[s.contender] = s
+    ratios = []
+    for pair in by_round.values():
+        if a in pair and b in pair:
+            va, vb = what(pair[a]), what(pair[b])
+            if va is not None and vb:
+                ratios.append(va / vb)
+    return statistics.median(ratios) if ratios else None
 
-    def rps(f: Figures) -> float:
-        return f.rps
 
-    def mbps(f: Figures) -> float:
-        return f.mbps
+def _rps(s: Sample) -> float:
+    return s.rps
 
-    def cpu(f: Figures) -> float | None:
-        return f.app_cpu_per_gb
+
+def _mbps(s: Sample) -> float:
+    return s.mbps
+
+
+def _cpu(s: Sample) -> float | None:
+    return s.app_cpu_per_gb
+
+
+def targets(samples: list[Sample], probes: list[Probe], plan_ms: float | None) -> list[Target]:
+    def ratio(workload: str, a: str, b: str, what: Callable[[Sample], float | None]) -> float | None:
+        return paired(samples, workload, a, b, what)
+
+    rps, mbps, cpu = _rps, _mbps, _cpu
 
     def x(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}x"
@@ -268,7 +286,7 @@ def write(
     path: Path,
     chart: Path,
     run: Run,
-    contenders: dict[str, Contender],
+    labels: dict[str, str],
     missing: list[Missing],
     workloads: list[Workload],
     settings: dict[str, str],
@@ -278,14 +296,15 @@ def write(
     notes: str,
 ) -> list[Target]:
     figures = summarize(run)
-    rows = targets(figures, run.probes, plan_ms)
+    rows = targets(run.samples, run.probes, plan_ms)
     out: list[str] = ["# Benchmark results", ""]
     out.append(
         f"One run of `{settings['command']}` on {settings['date']}: {settings['rounds']} rounds of"
         f" {settings['seconds']} s per contender and workload, the contenders alternating inside each"
         " round (A B C ... A B C ...). Each figure is the median over the rounds; each ratio is"
-        " between two medians of this same run. The machine is shared, so compare ratios, not"
-        " absolute figures across runs."
+        " the median over the rounds of the two contenders' ratio within a round, so a change in"
+        " the machine's load between rounds cancels out. The machine is shared, so compare"
+        " ratios, not absolute figures across runs."
     )
     out += ["", f"Load generator: {settings['load']}. Every app server runs one worker process.", ""]
     out += ["![ratios](" + chart.name + ")", ""]
@@ -298,9 +317,10 @@ def write(
         out += ["## What limits the figures", "", notes.strip(), ""]
     out += ["## Figures per workload", ""]
     out.append(
-        "MB/s counts every byte received, headers included. App CPU is user + system time of the"
-        " app server and all its workers and threads, from /proc, per GB received by the client;"
-        " for nginx direct it is nginx's own. Proxy CPU is the proxy's, for the offload contenders."
+        "MB/s counts every byte received, headers included. App CPU is the run time of the app"
+        " server's processes and all their threads (/proc/*/task/*/schedstat), per GB received by"
+        " the client and per request; for nginx direct it is nginx's own. Proxy CPU is the proxy's,"
+        " for the offload contenders. p99 is wrk's 99th percentile latency."
     )
     out.append("")
     for workload in workloads:
@@ -310,17 +330,23 @@ def write(
         base_key = "starlette" if workload.key != "hello" else None
         out += [f"### {workload.label}", ""]
         out += [
-            "| contender | req/s | MB/s | app CPU s/GB | proxy CPU s/GB | p99 ms | req/s vs Starlette | MB/s vs Starlette | errors |"
+            "| contender | req/s | MB/s | app CPU s/GB | app CPU µs/req | proxy CPU s/GB | p99 ms"
+            " | req/s vs Starlette | MB/s vs Starlette | errors |"
         ]
-        out += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         base = figures.get((workload.key, base_key)) if base_key else None
         for key in present:
             f = figures[(workload.key, key)]
-            label = contenders[key].label
-            rel_rps = f"{f.rps / base.rps:.2f}x" if base and base.rps else ""
-            rel_mb = f"{f.mbps / base.mbps:.2f}x" if base and base.mbps else ""
+            label = labels[key]
+            rel_rps = rel_mb = ""
+            if base and base_key:
+                r = paired(run.samples, workload.key, key, base_key, _rps)
+                m = paired(run.samples, workload.key, key, base_key, _mbps)
+                rel_rps = f"{r:.2f}x" if r is not None else ""
+                rel_mb = f"{m:.2f}x" if m is not None else ""
             out.append(
                 f"| {label} | {_num(f.rps)} | {_num(f.mbps)} | {_num(f.app_cpu_per_gb, 2)} |"
+                f" {_num(f.app_cpu_per_request)} |"
                 f" {_num(f.front_cpu_per_gb, 2)} | {_num(f.p99_ms)} | {rel_rps} | {rel_mb} | {f.errors} |"
             )
         if workload.key == "resume":
@@ -334,7 +360,8 @@ def write(
         ]
         for p in run.probes:
             out.append(
-                f"| {contenders[p.contender].label} | {p.rss_before / MIB:.1f} MiB | {p.growth / MIB:.2f} MiB |"
+                f"| {labels[p.contender]} | {p.rss_before / MIB:.1f} MiB"
+                f" | {p.growth / MIB:.2f} MiB |"
                 f" {p.seconds:.2f} s | {p.bytes / p.seconds / 1e6:,.0f} |"
             )
         out.append("")
@@ -363,7 +390,7 @@ def write(
         "",
     ]
     path.write_text("\n".join(out))
-    _chart(chart, rows, figures, contenders, workloads)
+    _chart(chart, rows, figures, labels, workloads)
     return rows
 
 
@@ -375,29 +402,31 @@ def _chart(
     path: Path,
     rows: list[Target],
     figures: dict[tuple[str, str], Figures],
-    contenders: dict[str, Contender],
+    labels: dict[str, str],
     workloads: list[Workload],
 ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 12), gridspec_kw={"height_ratios": [1, 1.2]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 13), gridspec_kw={"height_ratios": [1, 1]})
     shown = [t for t in rows if t.headroom is not None]
-    labels = [t.label.replace("`", "") for t in shown]
-    values = [t.headroom or 0 for t in shown]
+    names = [textwrap.fill(t.label.replace("`", ""), 48) for t in shown]
+    values = [min(max(t.headroom or 0, 0.1), 100) for t in shown]
     colors = ["#2a9d5c" if t.met else "#d1495b" for t in shown]
     ypos = range(len(shown))
     top.barh(list(ypos), values, color=colors)
     top.axvline(1.0, color="black", linewidth=1)
     top.set_xscale("log")
-    top.set_yticks(list(ypos), labels, fontsize=7)
+    top.set_yticks(list(ypos), names, fontsize=7)
     top.invert_yaxis()
     top.set_xlabel("measured / goal (right of the line: target met)")
     top.set_title("Targets (ratios measured in one run)")
-    for y, t in zip(ypos, shown):
-        top.text(t.headroom or 1, y, f" {t.shown}", va="center", fontsize=7)
+    for y, t, v in zip(ypos, shown, values, strict=True):
+        top.text(v, y, f" {t.shown}", va="center", fontsize=7)
 
     keys = [
         k
@@ -411,7 +440,7 @@ def _chart(
             "whitenoise",
             "nginx-direct",
         )
-        if k in contenders
+        if k in labels
     ]
     loads = [
         w for w in workloads if w.key in ("4k", "1m", "100m", "range") and (w.key, "starlette") in figures
@@ -421,11 +450,11 @@ def _chart(
         ratios = []
         for w in loads:
             f, base = figures.get((w.key, key)), figures[(w.key, "starlette")]
-            use_mb = w.key in ("1m", "100m")
-            ratios.append(
-                (f.mbps / base.mbps if use_mb else f.rps / base.rps) if f and base.rps and base.mbps else 0
-            )
-        bottom.bar([j + i * width for j in range(len(loads))], ratios, width, label=contenders[key].label)
+            if w.key in ("1m", "100m"):
+                ratios.append(f.mbps / base.mbps if f and base.mbps else 0.0)
+            else:
+                ratios.append(f.rps / base.rps if f and base.rps else 0.0)
+        bottom.bar([j + i * width for j in range(len(loads))], ratios, width, label=labels[key])
     bottom.axhline(1.0, color="black", linewidth=1)
     bottom.set_yscale("log")
     bottom.set_xticks(

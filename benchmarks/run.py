@@ -12,6 +12,8 @@ Timings are never asserted: the exit status says only whether the harness worked
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     # Run as a script: make the repository importable as the package's parent.
@@ -56,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--media", help="folder for the served files, kept between runs (default: in the temp folder)"
     )
+    parser.add_argument("--replot", metavar="JSON", help="only rewrite the report from a run's saved JSON")
     parser.add_argument(
         "--out", help="the Markdown report (default: benchmarks/RESULTS.md; RESULTS-quick.md for --quick)"
     )
@@ -76,6 +80,15 @@ def _plan_timing() -> tuple[str | None, float | None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.replot:
+        saved = Path(args.replot).resolve()
+        data = json.loads(saved.read_text())
+        out = saved.with_suffix(".md")
+        quick = "--quick" in data["settings"]["command"]
+        default = HERE / ("ratios-quick.png" if quick else "ratios.png")
+        _report(data, out, default if saved.parent == HERE else saved.with_suffix(".png"), quick)
+        print(f"wrote {out}")
+        return 0
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = args.seconds or (1 if args.quick else 3)
     only = set(args.only.split(",")) if args.only else None
@@ -135,27 +148,25 @@ def main(argv: list[str] | None = None) -> int:
     plan_row, plan_ms = _plan_timing()
     say("planning timing: " + (plan_row or "bench_plan.py is missing"))
 
-    notes_file = HERE / "NOTES.md"
-    command = "nox -s bench -- --quick" if args.quick else "nox -s bench"
-    rows = report.write(
-        out,
-        chart,
-        run,
-        by_key,
-        missing,
-        workloads,
-        {
-            "command": command,
+    data = {
+        "settings": {
+            "command": "nox -s bench -- --quick" if args.quick else "nox -s bench",
             "date": report.today(),
             "rounds": str(rounds),
             "seconds": str(seconds),
             "load": load_name,
         },
-        machine,
-        plan_row,
-        plan_ms,
-        notes_file.read_text() if notes_file.exists() and not args.quick else "",
-    )
+        "machine": machine,
+        "labels": {c.key: c.label for c in found},
+        "missing": [dataclasses.asdict(m) for m in missing],
+        "workloads": [w.key for w in workloads],
+        "samples": [dataclasses.asdict(x) for x in run.samples],
+        "probes": [dataclasses.asdict(x) for x in run.probes],
+        "problems": run.problems,
+        "plan": [plan_row, plan_ms],
+    }
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    rows = _report(data, out, chart, quick=args.quick)
     say(f"wrote {out} and {chart.name}")
     for t in rows:
         mark = {True: "ok  ", False: "MISS", None: "n/a "}[t.met]
@@ -163,6 +174,30 @@ def main(argv: list[str] | None = None) -> int:
     for p in run.problems:
         print(f"  problem: {p}")
     return 0
+
+
+def _report(data: dict[str, Any], out: Path, chart: Path, quick: bool) -> list[report.Target]:
+    """Write the Markdown report and the chart from a run's saved data."""
+    run = measure.Run(
+        [measure.Sample(**x) for x in data["samples"]],
+        [measure.Probe(**x) for x in data["probes"]],
+        data["problems"],
+    )
+    by_key = {w.key: w for w in measure.WORKLOADS}
+    notes = HERE / "NOTES.md"
+    return report.write(
+        out,
+        chart,
+        run,
+        data["labels"],
+        [contenders_mod.Missing(**m) for m in data["missing"]],
+        [by_key[k] for k in data["workloads"]],
+        data["settings"],
+        [tuple(row) for row in data["machine"]],
+        data["plan"][0],
+        data["plan"][1],
+        notes.read_text() if notes.exists() and not quick else "",
+    )
 
 
 def _start(servers: list[Server], contenders: dict[str, contenders_mod.Contender], say: object) -> None:
