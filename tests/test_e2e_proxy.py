@@ -35,7 +35,7 @@ from e2e import PARITY, SHADOW
 from servers import AppServer, app_server_argv, free_port, require, require_modules, running
 
 from xaccel_middleware import Settings
-from xaccel_middleware.proxyconf import ProxyKind, render
+from xaccel_middleware.proxyconf import ProxyKind, render, render_tutor
 from xaccel_middleware.proxyrun import RunningProxy, find_binary, started_proxy
 
 PROXIES: tuple[ProxyKind, ...] = ("nginx", "caddy")
@@ -107,17 +107,33 @@ def granian_server(media: Path) -> Iterator[AppServer]:
     yield from _serve("granian", media)
 
 
-@pytest.fixture(scope="module", params=[(p, s) for p in PROXIES for s in SERVERS], ids="-".join)
+# "tutor": Caddy with the app's answers taken by `intercept`, as in Tutor's LMS
+# site block, whose reverse_proxy is defined by Tutor and cannot be edited.
+STACKS = [(p, s) for p in PROXIES for s in SERVERS] + [("tutor", "gunicorn")]
+
+
+@pytest.fixture(scope="module", params=STACKS, ids="-".join)
 def stack(request: pytest.FixtureRequest, media: Path) -> Iterator[Stack]:
-    kind, server = request.param
+    name, server = request.param
+    kind: ProxyKind = "nginx" if name == "nginx" else "caddy"
     program = find_binary(kind)
     require(kind, program is not None)
     app: AppServer = request.getfixturevalue(f"{server}_server")
     settings = Settings.from_env(server_env(media))
     port = free_port()
-    site = render(kind, settings, upstream=("127.0.0.1", app.port), listen=("127.0.0.1", port))
+    if name == "tutor":
+        site = tutor_like_site(render_tutor(settings), app.port, port)
+    else:
+        site = render(kind, settings, upstream=("127.0.0.1", app.port), listen=("127.0.0.1", port))
     with started_proxy(kind, site, port, settings.proxy_secret, program) as proxy:
         yield Stack(proxy, app)
+
+
+def tutor_like_site(snippet: str, upstream: int, port: int) -> str:
+    """A site block shaped like Tutor's LMS one: its own reverse_proxy, then the
+    ``caddyfile-lms`` patch, which is the generated snippet."""
+    patch = "".join(f"\t{line}" if line.strip() else line for line in snippet.splitlines(True))
+    return f"http://:{port} {{\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:{upstream}\n\n{patch}}}\n"
 
 
 @pytest.fixture(scope="module")

@@ -116,12 +116,15 @@ def host_port(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def header_comment(kind: str, setup: ProxySetup) -> list[str]:
+def header_comment(kind: str, setup: ProxySetup, title: str | None = None) -> list[str]:
     """The opening comment: how to make this text again, and from which settings."""
-    lines = [
-        f"# xaccel-middleware: {kind} configuration, as printed by",
-        f"#   xaccel config {kind} --upstream {host_port(setup.upstream)} --listen {host_port(setup.listen)}",
-        "# from these settings (the app must run with the same ones):",
-    ]
+    command = (
+        f"xaccel config {kind} --upstream {host_port(setup.upstream)} --listen {host_port(setup.listen)}"
+    )
+    if title is None:
+        lines = [f"# xaccel-middleware: {kind} configuration, as printed by", f"#   {command}"]
+    else:
+        lines = [f"# xaccel-middleware: {title}"]
+    lines.append("# from these settings (the app must run with the same ones):")
     lines += [f"#   {var}={text}" for var, text in setup.described]
     return lines
