@@ -80,10 +80,13 @@ def render_intercept(setup: ProxySetup) -> str:
     """Lines for a site block whose ``reverse_proxy`` is defined elsewhere, such
     as Tutor's LMS (its ``caddyfile-lms`` patch): ``intercept`` takes the app's
     answers. It keeps all of the app's headers, so the redirect is deleted."""
-    title = f"Caddyfile lines for a site block that proxies to {host_port(setup.upstream)} itself"
+    title = (
+        f"xaccel-middleware: Caddyfile lines for a site block that proxies to {host_port(setup.upstream)}",
+        "with a reverse_proxy of its own (Tutor's LMS: the caddyfile-lms patch);",
+        "`intercept` takes the app's answers.",
+    )
     lines = header_comment("caddy", setup, title)
     lines += [
-        "# (Tutor's LMS: its caddyfile-lms patch), with `intercept` taking the answers.",
         "",
         "# Set on every request, replacing what the client sent.",
         "request_header X-Sendfile-Type X-Accel-Redirect",
