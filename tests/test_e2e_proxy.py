@@ -32,7 +32,15 @@ from apps import (
 )
 from cases import CASES, CONTENT, Case, check
 from e2e import PARITY, SHADOW
-from servers import AppServer, app_server_argv, free_port, require, require_modules, running
+from servers import (
+    AppServer,
+    app_server_argv,
+    free_port,
+    require,
+    require_modules,
+    running,
+    wait_for_http,
+)
 
 from xaccel_middleware import Settings
 from xaccel_middleware.proxyconf import ProxyKind, render, render_tutor
@@ -89,7 +97,9 @@ def _serve(kind: str, media: Path) -> Iterator[AppServer]:
     argv = [a.replace("apps.starlette_app:", "e2e.starlette_app:") for a in argv]
     tests = Path(__file__).parent
     with running(argv, port, env={**server_env(media), "PYTHONPATH": str(tests)}, cwd=tests) as process:
-        yield AppServer(kind, port, process)
+        server = AppServer(kind, port, process)
+        wait_for_http(f"{server.url}/hello", process)
+        yield server
 
 
 @pytest.fixture(scope="module")
