@@ -162,14 +162,14 @@ def _merge(starts: list[int], stops: list[int]) -> tuple[ByteSpan, ...]:
         reach = list(accumulate(map(stops.__getitem__, order), max))
         # A new group starts where a span begins past everything before it.
         heads = [0, *compress(range(1, n), map(gt, begin[1:], reach))]
-        tails = [*map(sub, heads[1:], repeat(1)), n - 1]
-        # Each group is placed where its earliest member was asked for.
-        if len(heads) == n:  # nothing merged, only out of order
-            asked = order
-        else:
-            asked = list(map(min, map(order.__getitem__, map(slice, heads, [*heads[1:], n]))))
+        nexts = [*heads[1:], n]
+        # Each group is placed where its earliest member was asked for; only
+        # groups of two or more need a look past their head.
+        asked = list(map(order.__getitem__, heads))
+        for g in compress(count(), map(lt, repeat(1), map(sub, nexts, heads))):
+            asked[g] = min(order[heads[g] : nexts[g]])
         placed = sorted(range(len(heads)), key=asked.__getitem__)
         starts = list(map(begin.__getitem__, map(heads.__getitem__, placed)))
-        stops = list(map(reach.__getitem__, map(tails.__getitem__, placed)))
+        stops = [reach[nexts[g] - 1] for g in placed]
     # tuple.__new__ builds each ByteSpan in C, without NamedTuple's Python __new__.
     return tuple(map(tuple.__new__, repeat(ByteSpan), zip(starts, stops, strict=True)))
