@@ -74,6 +74,36 @@ def parse_range(header: str, size: int, max_ranges: int) -> RangeResult:
     unit, sep, range_set = header.partition("=")
     if not sep or unit.strip(" \t").lower() != "bytes":
         return None
+    texts = _split_specs(range_set, max_ranges)
+    if texts is None:
+        return None
+    firsts, lasts = texts
+    if "" in lasts:
+        for i in compress(count(), map(not_, lasts)):
+            lasts[i] = _HUGE  # "first-": to the end
+    if "" in firsts:
+        _suffixes_to_spans(firsts, lasts, size)
+    starts = list(map(int, firsts))
+    ends = list(map(int, lasts))
+    if any(map(gt, starts, ends)):
+        return None
+    stops = list(map(add, ends, repeat(1)))
+    for i in compress(count(), map(lt, repeat(size), stops)):
+        stops[i] = size  # an end past the file is clamped to it (§14.1.2)
+    keep = list(map(lt, starts, stops))
+    if not all(keep):  # drop the specs that start at or past the end (§14.1.1)
+        starts = list(compress(starts, keep))
+        stops = list(compress(stops, keep))
+    if not starts:
+        return UNSATISFIABLE if size else None
+    if len(starts) > 1 and sum(stops) - sum(starts) > size:
+        return None
+    return _merge(starts, stops)
+
+
+def _split_specs(range_set: str, max_ranges: int) -> tuple[list[str | int], list[str | int]] | None:
+    """The first and last texts of each spec ("" where absent), or ``None`` when
+    the set is empty, too long or malformed."""
     compact = range_set.translate(_DROP_OWS)
     plain = len(compact) == len(range_set)
     # §5.6.1.2: empty list elements are allowed and do not count. Counting
@@ -89,36 +119,13 @@ def parse_range(header: str, size: int, max_ranges: int) -> RangeResult:
     # Each element holds exactly one "-": split them all at once into
     # alternating first/last texts.
     flat = compact.replace(",", "-").split("-")
-    firsts: list[str | int] = list(flat[0::2])
-    lasts: list[str | int] = list(flat[1::2])
-    if not plain and max(map(len, flat)) > _MAX_DIGITS:
-        # §14.1.1: "last < first" makes the header invalid, whatever the size.
-        pairs = zip(flat[0::2], flat[1::2], strict=True)
-        if any(first and last and _magnitude(last) < _magnitude(first) for first, last in pairs):
-            return None
-        firsts = [_clip(first) for first in flat[0::2]]
-        lasts = [_clip(last) for last in flat[1::2]]
-    if "" in lasts:
-        for i in compress(count(), map(not_, lasts)):
-            lasts[i] = _HUGE  # "first-": to the end
-    if "" in firsts:
-        _suffixes_to_spans(firsts, lasts, size)
-    starts = list(map(int, firsts))
-    ends = list(map(int, lasts))
-    if any(map(gt, starts, ends)):
+    if plain or max(map(len, flat)) <= _MAX_DIGITS:
+        return list(flat[0::2]), list(flat[1::2])
+    # §14.1.1: "last < first" makes the header invalid, whatever the size.
+    pairs = zip(flat[0::2], flat[1::2], strict=True)
+    if any(first and last and _magnitude(last) < _magnitude(first) for first, last in pairs):
         return None
-    stops = list(map(add, ends, repeat(1)))
-    if max(stops) > size:  # an end past the file is clamped to it (§14.1.2)
-        stops = list(map(min, stops, repeat(size)))
-    keep = list(map(lt, starts, stops))
-    if not all(keep):  # drop the specs that start at or past the end (§14.1.1)
-        starts = list(compress(starts, keep))
-        stops = list(compress(stops, keep))
-    if not starts:
-        return UNSATISFIABLE if size else None
-    if len(starts) > 1 and sum(stops) - sum(starts) > size:
-        return None
-    return _merge(starts, stops)
+    return [_clip(first) for first in flat[0::2]], [_clip(last) for last in flat[1::2]]
 
 
 def _magnitude(digits: str) -> tuple[int, str]:

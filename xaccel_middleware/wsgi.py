@@ -13,8 +13,7 @@ import itertools
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .decide import Decider, Offload, Refuse, Request, Stream
 from .plan import Segment
@@ -22,18 +21,11 @@ from .settings import Settings
 from .sources.local import TruncatedFile
 from .trust import offload_method
 
-Environ = dict[str, Any]
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 Headers = list[tuple[str, str]]
-
-
-class StartResponse(Protocol):
-    def __call__(
-        self, status: str, headers: Headers, exc_info: ExcInfo | None = ..., /
-    ) -> Callable[[bytes], object]: ...
-
-
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 # Request headers the middleware owns: the app never sees them.
 _HIDDEN = ("HTTP_X_SENDFILE_TYPE", "HTTP_X_ACCEL_PROXY_SECRET", "HTTP_RANGE", "HTTP_IF_RANGE")
@@ -130,9 +122,9 @@ class _Captured:
         self.started = False
 
     def __call__(
-        self, status: str, headers: Headers, exc_info: ExcInfo | None = None
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        if exc_info is not None and self.started:
+        if exc_info is not None and exc_info[1] is not None and self.started:
             raise exc_info[1].with_traceback(exc_info[2])
         self.status, self.headers = status, headers
         return self._write
@@ -170,12 +162,12 @@ def _marker(headers: Headers) -> str | None:
 class XAccelWSGIMiddleware:
     """Wrap a WSGI application: ``application = XAccelWSGIMiddleware(application)``."""
 
-    def __init__(self, app: WSGIApp, settings: Settings | None = None) -> None:
+    def __init__(self, app: WSGIApplication, settings: Settings | None = None) -> None:
         self.app = app
         self.settings = settings if settings is not None else Settings.from_env()
         self._decider = Decider(self.settings)
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         offload_with = offload_method(
             self.settings,
             environ.get("REMOTE_ADDR"),
@@ -263,7 +255,7 @@ class XAccelWSGIMiddleware:
         self,
         outcome: Offload | Stream | Refuse,
         captured: _Captured,
-        environ: Environ,
+        environ: WSGIEnvironment,
         server_wrapper: Any,
     ) -> Iterable[bytes]:
         if isinstance(outcome, Offload):
