@@ -9,8 +9,8 @@ The decision (resolve, open, stat, plan) runs on the event loop, as nginx opens
 and stats files in its own: it touches metadata only. A read runs on the loop
 too when ``preadv2(RWF_NOWAIT)`` finds its first and last page in the page
 cache; otherwise it goes to the loop's thread pool, so a read that waits for
-the disk never blocks the loop. A thread hop costs more than reading 1 MiB from
-the cache (benchmarks/RESULTS.md). A small body is read whole, a large one
+the disk does not block the loop. A thread hop costs more than reading 1 MiB
+from the cache (benchmarks/RESULTS.md). A small body is read whole, a large one
 ``XACCEL_CHUNK_SIZE`` bytes at a time. Where the server offers ``pathsend`` or
 ``zerocopysend``, the server sends the bytes itself.
 """
@@ -18,14 +18,15 @@ the cache (benchmarks/RESULTS.md). A small body is read whole, a large one
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from functools import cached_property
 from typing import Any
 
 from .decide import Decider, Offload, Outcome, Refuse, Request, Stream
-from .ranges import ByteSpan
+from .plan import ByteSpan, Plan
 from .settings import Settings
+from .sources.local import LocalFile
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
 
 Scope = MutableMapping[str, Any]
@@ -58,8 +59,8 @@ class XAccelMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Most responses are not files: keep this path to a few lookups and
-        # decode the request's own headers only when a file is served.
+        # Most responses are not files: keep this path to a few lookups, and read
+        # the request's own headers only when a file is served.
         headers = scope["headers"]
         owned = [(name, value) for name, value in headers if name in _OWNED]
         inner = dict(scope)
@@ -96,7 +97,7 @@ class _Response:
         self.passing = False
         self.done = False
 
-    @cached_property
+    @functools.cached_property
     def request(self) -> Request:
         conditional: dict[str, str] = {}
         own: dict[bytes, str] = {}
@@ -118,6 +119,11 @@ class _Response:
 
     async def send(self, message: Message) -> None:
         if self.passing:
+            if message["type"] == _PATHSEND and _PATHSEND not in self.server:
+                # Advertised to the app, not offered by the server (say, a
+                # FileResponse with status 404): send the file's bytes instead.
+                await _send_path(self, message["path"])
+                return
             await self._send(message)
             return
         if self.done:
@@ -127,10 +133,16 @@ class _Response:
             await self._on_start(message)
         elif self.marker is not None:
             if kind == _PATHSEND or not message.get("more_body", False):
-                await self._serve(lambda: self.middleware.decider.for_marker(self.marker or b"", self.request, self.app_headers))
+                await self._serve(
+                    lambda: self.middleware.decider.for_marker(
+                        self.marker or b"", self.request, self.app_headers
+                    )
+                )
         elif kind == _PATHSEND and self.start is not None:
             path = message["path"]
-            await self._serve(lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers))
+            await self._serve(
+                lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
+            )
         else:
             await self._pass(message)
 
@@ -138,7 +150,11 @@ class _Response:
         """The app returned: a marker whose body never ended is served now."""
         if self.start is not None and not self.passing and not self.done:
             if self.marker is not None:
-                await self._serve(lambda: self.middleware.decider.for_marker(self.marker or b"", self.request, self.app_headers))
+                await self._serve(
+                    lambda: self.middleware.decider.for_marker(
+                        self.marker or b"", self.request, self.app_headers
+                    )
+                )
             else:
                 await self._pass({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -176,7 +192,9 @@ class _Response:
             return
         status = 200 if isinstance(outcome, Offload) else outcome.status
         body = outcome.body if isinstance(outcome, Refuse) else b""
-        await self._send({"type": "http.response.start", "status": status, "headers": _encode(outcome.headers)})
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": _encode(outcome.headers)}
+        )
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -191,20 +209,34 @@ class _StreamSender:
             chunks = None
             limit = self.response.middleware.settings.chunk_size
             if plan.content_length <= limit:
-                # Read before the start goes out, so a failed read is still a 500.
+                # Read before the start goes out, so that a failed read is still a 500.
                 if all(_cached(file.fd, s) for s in plan.body if isinstance(s, ByteSpan)):
                     chunks = self.stream.prefetch(limit)
                 else:
                     chunks = await self.loop.run_in_executor(None, self.stream.prefetch, limit)
-            await self.send({"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)})
+            await self.send(
+                {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
+            )
             if chunks is not None:
                 await self.send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
-            elif _PATHSEND in self.response.server and plan.status == 200:
-                await self.send({"type": _PATHSEND, "path": file.path})
             elif _ZEROCOPY in self.response.server and len(plan.body) == 1:
+                # Preferred to pathsend: it sends from the fd that was planned,
+                # with a count, so a file that grows since cannot overrun.
                 span = plan.body[0]
                 assert not isinstance(span, bytes)
-                await self.send({"type": _ZEROCOPY, "file": file.fd, "offset": span.start, "count": span.length, "more_body": False})
+                # The extension wants a file object; this one leaves the fd to LocalFile.
+                with open(file.fd, "rb", buffering=0, closefd=False) as fileobj:
+                    await self.send(
+                        {
+                            "type": _ZEROCOPY,
+                            "file": fileobj,
+                            "offset": span.start,
+                            "count": span.length,
+                            "more_body": False,
+                        }
+                    )
+            elif _PATHSEND in self.response.server and plan.status == 200 and len(plan.body) == 1:
+                await self.send({"type": _PATHSEND, "path": file.path})
             else:
                 await self._read_and_send()
         finally:
@@ -258,3 +290,15 @@ def _cached(fd: int, span: ByteSpan) -> bool:
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def _send_path(response: _Response, path: str) -> None:
+    """The body of a passed-through pathsend, read here for a server without it."""
+    loop = asyncio.get_running_loop()
+    file = await loop.run_in_executor(None, functools.partial(LocalFile.open, path, follow=True))
+    size = file.meta.size
+    stream = Stream(file, Plan(200, [], (ByteSpan(0, size),) if size else ()))
+    try:
+        await _StreamSender(response, stream, loop)._read_and_send()
+    finally:
+        file.close()

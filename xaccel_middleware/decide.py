@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from .errors import SourceError
 from .offload import offload_headers
 from .plan import Plan, plan_response
-from .settings import OffloadHeader, Settings
+from .settings import OffloadHeader, Root, Settings
 from .sources import S3Location, parse_marker
-from .sources.local import LocalFile, confine, find_root, offload_target
+from .sources.local import LocalFile, confine, find_root, guess_type, offload_target
 
 log = logging.getLogger("xaccel_middleware")
 
@@ -42,8 +42,10 @@ class Stream:
         small file costs one thread hop in all."""
         if self.plan.content_length > limit:
             return None
+        # read() raises if the file shrank: a short body must never go out
+        # under the planned Content-Length.
         return [
-            s if isinstance(s, bytes) else self.file.read_at(s.start, s.length) if s.length else b""
+            s if isinstance(s, bytes) else b"".join(self.file.read(s.start, s.stop, limit))
             for s in self.plan.body
         ]
 
@@ -61,7 +63,7 @@ class Refuse:
         return b"Not Found" if self.status == 404 else b"Forbidden"
 
 
-Outcome = Union[Offload, Stream, Refuse]
+Outcome = Offload | Stream | Refuse
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,13 @@ class Decider:
                 raise SourceError(404, "no S3 source is configured")
             real, root = confine(marker, self.settings.roots)
             if request.offload_with is not None:
-                target = offload_target(real, root, request.offload_with, self.settings)
-                log.debug("offload %s as %s", real, target.name)
-                return Offload(offload_headers(app_headers, target))
+                # Only a regular file: for a directory nginx would answer with a
+                # redirect that shows the internal URI to the client.
+                if not _is_regular(real):
+                    raise SourceError(404, "not a regular file")
+                offload = self._offload(real, root, request, app_headers)
+                if offload is not None:
+                    return offload
             return self._stream(LocalFile.open(real), request, app_headers)
         except SourceError as exc:
             self._warn(raw, exc)
@@ -103,9 +109,9 @@ class Decider:
         real = os.path.realpath(path)
         root = find_root(real, self.settings.roots)
         if root is not None and request.offload_with is not None:
-            target = offload_target(real, root, request.offload_with, self.settings)
-            log.debug("offload %s as %s", real, target.name)
-            return Offload(offload_headers(app_headers, target))
+            offload = self._offload(real, root, request, app_headers)
+            if offload is not None:
+                return offload
         try:
             file = LocalFile.from_fd(fd, real) if fd is not None else LocalFile.open(real, follow=True)
         except (SourceError, OSError) as exc:
@@ -113,8 +119,21 @@ class Decider:
             return Refuse(404)
         return self._stream(file, request, app_headers)
 
+    def _offload(
+        self, real: str, root: Root, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Offload | None:
+        assert request.offload_with is not None
+        target = offload_target(real, root, request.offload_with, self.settings)
+        if target is None:
+            log.debug("stream %r: its name cannot go in an offload header", real)
+            return None
+        log.debug("offload %s as %s", real, target.name)
+        return Offload(offload_headers(app_headers, target, guess_type(real)))
+
     def _stream(self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]]) -> Stream:
-        plan = plan_response(request.method, request.headers, file.meta, app_headers, self.settings.max_ranges)
+        plan = plan_response(
+            request.method, request.headers, file.meta, app_headers, self.settings.max_ranges
+        )
         log.debug("stream %s: %d", file.path, plan.status)
         return Stream(file, plan)
 
@@ -124,3 +143,10 @@ class Decider:
         if len(self._warned) < _WARNED_LIMIT:
             self._warned.add(raw)
         log.warning("refused X-Accel-Source %r: %s", raw[:200], exc.reason)
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .proxyconf import ProxyKind, render
-from .proxyconf.nginx import SECRET_FILE, secret_include
+from .proxyconf.nginx import SECRET_FILE, quote, secret_include
 from .settings import Settings
 
 _NGINX_MAIN = """\
 # The main configuration around `xaccel config nginx`, for a one-off run.
 {user}worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
+pid {nginx_pid};
+error_log {error_log} warn;
 events {{
     worker_connections 512;
 }}
@@ -40,12 +40,12 @@ http {{
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
-    access_log {folder}/access.log;
-    client_body_temp_path {folder}/client_body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
+    access_log {access_log};
+    client_body_temp_path {client_body};
+    proxy_temp_path {proxy};
+    fastcgi_temp_path {fastcgi};
+    uwsgi_temp_path {uwsgi};
+    scgi_temp_path {scgi};
 
 {site}}}
 """
@@ -115,7 +115,20 @@ def write_proxy_files(kind: ProxyKind, site: str, folder: Path, secret: str | No
         user = "user root;\n" if os.geteuid() == 0 else ""
         indented = "".join(f"    {line}" if line.strip() else line for line in site.splitlines(True))
         config = folder / "nginx.conf"
-        config.write_text(_NGINX_MAIN.format(user=user, folder=folder, site=indented))
+        paths = {
+            name.replace(".", "_"): quote(str(folder / name))
+            for name in (
+                "nginx.pid",
+                "error.log",
+                "access.log",
+                "client_body",
+                "proxy",
+                "fastcgi",
+                "uwsgi",
+                "scgi",
+            )
+        }
+        config.write_text(_NGINX_MAIN.format(user=user, site=indented, **paths))
     else:
         config = folder / "Caddyfile"
         config.write_text(_CADDY_GLOBAL + site)

@@ -32,4 +32,15 @@ def render(kind: str, settings: Settings, upstream: Address, listen: Address) ->
     raise ValueError(f"unknown proxy {kind!r}: use one of {', '.join(KINDS)}")
 
 
-__all__ = ["KINDS", "ProxyKind", "ProxySetup", "render"]
+# Tutor's LMS: the app is the `lms` service, Caddy listens on port 80.
+TUTOR_UPSTREAM: Address = ("lms", 8000)
+TUTOR_LISTEN: Address = ("0.0.0.0", 80)
+
+
+def render_tutor(settings: Settings) -> str:
+    """Caddyfile lines for Tutor's ``caddyfile-lms`` patch: an ``intercept``,
+    since Tutor's own ``reverse_proxy`` to the LMS cannot be edited."""
+    return caddy.render_intercept(ProxySetup.from_settings(settings, TUTOR_UPSTREAM, TUTOR_LISTEN))
+
+
+__all__ = ["KINDS", "ProxyKind", "ProxySetup", "render", "render_tutor"]

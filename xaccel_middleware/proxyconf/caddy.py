@@ -48,21 +48,21 @@ def render(setup: ProxySetup) -> str:
     lines = header_comment("caddy", setup)
     if setup.uses_secret:
         lines += ["#", f"# Caddy must run with {SECRET_VARIABLE} in its environment, set as for the app."]
-    prefixes = " ".join(quote(root.prefix + "/*") for root in setup.roots)
     lines += [
         f"http://:{port} {{",
         f"\tbind {host}",
         "",
-        "\t# Caddy has no `internal`: a client asking for a prefix directly gets 404.",
-        f"\t@xaccel_internal path {prefixes}",
-        "\trespond @xaccel_internal 404",
+        *_internal(setup, "\t"),
         "",
         f"\treverse_proxy {host_port(setup.upstream)} {{",
-        *_trust_headers(setup),
+        "\t\t# Set on every request, replacing what the client sent: only this proxy",
+        "\t\t# can ask the app to offload.",
+        "\t\theader_up X-Sendfile-Type X-Accel-Redirect",
+        "\t\t" + _secret_line(setup, "header_up"),
         "",
         "\t\t@xaccel_redirect header X-Accel-Redirect *",
         "\t\thandle_response @xaccel_redirect {",
-        *offload_lines(setup),
+        *_offload(setup, "\t\t\t", "rp"),
         "\t\t}",
         "\t}",
         "}",
@@ -70,28 +70,60 @@ def render(setup: ProxySetup) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _trust_headers(setup: ProxySetup) -> list[str]:
+def _secret_line(setup: ProxySetup, directive: str) -> str:
     if setup.uses_secret:
-        secret = f"\t\theader_up X-Accel-Proxy-Secret {{env.{SECRET_VARIABLE}}}"
-    else:
-        secret = "\t\theader_up -X-Accel-Proxy-Secret  # trust by address: drop a client's"  # noqa: S105
+        return f"{directive} X-Accel-Proxy-Secret {{env.{SECRET_VARIABLE}}}"
+    return f"{directive} -X-Accel-Proxy-Secret  # trust by address: drop a client's"
+
+
+def render_intercept(setup: ProxySetup) -> str:
+    """Lines for a site block whose ``reverse_proxy`` is defined elsewhere, such
+    as Tutor's LMS (its ``caddyfile-lms`` patch): ``intercept`` takes the app's
+    answers. It keeps all of the app's headers, so the redirect is deleted."""
+    title = (
+        f"xaccel-middleware: Caddyfile lines for a site block that proxies to {host_port(setup.upstream)}",
+        "with a reverse_proxy of its own (Tutor's LMS: the caddyfile-lms patch);",
+        "`intercept` takes the app's answers.",
+    )
+    lines = header_comment("caddy", setup, title)
+    lines += [
+        "",
+        "# Set on every request, replacing what the client sent.",
+        "request_header X-Sendfile-Type X-Accel-Redirect",
+        _secret_line(setup, "request_header"),
+        "",
+        *_internal(setup, ""),
+        "",
+        "intercept {",
+        "\t@xaccel_redirect header X-Accel-Redirect *",
+        "\thandle_response @xaccel_redirect {",
+        "\t\t# intercept keeps every app header, the X-Accel-* ones included.",
+        "\t\theader -X-Accel-*",
+        *_offload(setup, "\t\t", "resp"),
+        "\t}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _internal(setup: ProxySetup, indent: str) -> list[str]:
+    prefixes = " ".join(quote(root.prefix + "/*") for root in setup.roots)
     return [
-        "\t\t# Set on every request, replacing what the client sent: only this proxy",
-        "\t\t# can ask the app to offload.",
-        "\t\theader_up X-Sendfile-Type X-Accel-Redirect",
-        secret,
+        f"{indent}# Caddy has no `internal`: a client asking for a prefix directly gets 404.",
+        f"{indent}@xaccel_internal path {prefixes}",
+        f"{indent}respond @xaccel_internal 404",
     ]
 
 
-def offload_lines(setup: ProxySetup, indent: str = "\t\t\t", copy_headers: bool = True) -> list[str]:
-    """The body of ``handle_response``; ``intercept`` (Tutor) keeps the app's
-    headers by itself, so it needs no ``copy_response_headers``."""
+def _offload(setup: ProxySetup, indent: str, response: str) -> list[str]:
+    """The body of ``handle_response``. ``response`` names the placeholder
+    namespace: ``rp`` inside ``reverse_proxy``, ``resp`` inside ``intercept``."""
     lines = [
         "# An offloaded POST is sent as a GET of the file.",
         "method GET",
-        "rewrite * {rp.header.X-Accel-Redirect}",
+        f"rewrite * {{{response}.header.X-Accel-Redirect}}",
     ]
-    if copy_headers:
+    if response == "rp":
         lines += [
             "# Caddy keeps no app header unless listed; file_server adds ETag,",
             "# Last-Modified and Accept-Ranges, and answers Range and conditionals.",

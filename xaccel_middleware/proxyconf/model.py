@@ -90,7 +90,7 @@ def check_root(root: Root) -> None:
     if bad:
         raise ConfigError(
             f"XACCEL_ROOTS directory {root.directory!r} holds {''.join(bad)!r}, which nginx or Caddy "
-            "would read as syntax: use a directory (or a symlink to it) without those characters"
+            "would read as syntax: rename the directory, or bind-mount it elsewhere"
         )
     if "*" in root.prefix:
         raise ConfigError(f"XACCEL_ROOTS prefix {root.prefix!r} holds '*', a Caddy wildcard: choose another")
@@ -116,12 +116,15 @@ def host_port(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def header_comment(kind: str, setup: ProxySetup) -> list[str]:
+def header_comment(kind: str, setup: ProxySetup, title: tuple[str, ...] = ()) -> list[str]:
     """The opening comment: how to make this text again, and from which settings."""
-    lines = [
-        f"# xaccel-middleware: {kind} configuration, as printed by",
-        f"#   xaccel config {kind} --upstream {host_port(setup.upstream)} --listen {host_port(setup.listen)}",
-        "# from these settings (the app must run with the same ones):",
-    ]
+    command = (
+        f"xaccel config {kind} --upstream {host_port(setup.upstream)} --listen {host_port(setup.listen)}"
+    )
+    if title:
+        lines = [f"# {line}" for line in title]
+    else:
+        lines = [f"# xaccel-middleware: {kind} configuration, as printed by", f"#   {command}"]
+    lines.append("# from these settings (the app must run with the same ones):")
     lines += [f"#   {var}={text}" for var, text in setup.described]
     return lines
