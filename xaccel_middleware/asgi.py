@@ -261,6 +261,9 @@ class _StreamSender:
                     count = min(chunk_size, segment.stop - position)
                     if _cached(self.stream.file.fd, ByteSpan(position, position + count)):
                         data = read_at(position, count)
+                        # A send need not yield (uvicorn's does not once the client is
+                        # gone): yield here, so other requests and the watcher run.
+                        await asyncio.sleep(0)
                     else:
                         data = await self.loop.run_in_executor(None, read_at, position, count)
                     position += len(data)
