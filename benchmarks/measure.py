@@ -45,8 +45,17 @@ FILE_CONTENDERS = (
     "nginx-direct",
 )
 
+
+def _after(keys: tuple[str, ...], key: str, extra: str) -> tuple[str, ...]:
+    at = keys.index(key) + 1
+    return (*keys[:at], extra, *keys[at:])
+
+
 WORKLOADS = (
-    Workload("4k", "GET 4 KiB file", "small-4k.bin", 16, (*FILE_CONTENDERS, "nginx-hello")),
+    # 'hello' via nginx right after the offload through the same nginx: the two are compared.
+    Workload(
+        "4k", "GET 4 KiB file", "small-4k.bin", 16, _after(FILE_CONTENDERS, "offload-nginx", "nginx-hello")
+    ),
     Workload("1m", "GET 1 MiB file", "medium-1m.bin", 8, FILE_CONTENDERS, quick=False),
     Workload("100m", "GET 100 MiB file", "large-100m.bin", 4, FILE_CONTENDERS),
     Workload(
@@ -136,7 +145,7 @@ def run_workloads(
 ) -> None:
     for workload in workloads:
         present = [contenders[k] for k in workload.contenders if k in contenders]
-        for number in range(rounds * workload.rounds_factor):
+        for number in range(rounds * (workload.rounds_factor if rounds > 1 else 1)):
             # A B C, then C B A: an order effect (warm caches, sockets left in
             # TIME_WAIT by the one before) falls on each contender alike.
             for contender in present if number % 2 == 0 else present[::-1]:
