@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a smoke run of under a minute (1 round, 1 s each, no 1 GiB file)",
     )
-    parser.add_argument("--rounds", type=int, help="rounds per workload (full: 3, quick: 1)")
-    parser.add_argument("--seconds", type=int, help="seconds per measurement (full: 3, quick: 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per workload (full: 4, quick: 1)")
+    parser.add_argument("--seconds", type=int, help="seconds per measurement (full: 2, quick: 1)")
     parser.add_argument(
         "--load",
         choices=["auto", "wrk", "python"],
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         _report(data, out, default if saved.parent == HERE else saved.with_suffix(".png"), quick)
         print(f"wrote {out}")
         return 0
-    rounds = args.rounds or (1 if args.quick else 3)
-    seconds = args.seconds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 4)
+    seconds = args.seconds or (1 if args.quick else 2)
     only = set(args.only.split(",")) if args.only else None
     out = Path(args.out) if args.out else HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     chart = (
@@ -133,17 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{len(servers)} servers up, {len(found)} contenders checked")
 
         run = measure.Run()
-        workloads = [
-            w for w in measure.WORKLOADS if (w.quick or not args.quick) and (only is None or w.key in only)
-        ]
-        measure.run_workloads(by_key, workloads, loader, rounds, seconds, run, say)
         if only is None or "rss" in only:
+            # First, while the apps are fresh: a warm process reuses what earlier
+            # downloads made it allocate, and would hide a stream's own footprint.
             big = "large-100m.bin" if args.quick else "huge-1g.bin"
             for key in measure.FILE_CONTENDERS:
                 if key in by_key:
                     probe = measure.probe_memory(by_key[key], big, FILES[big])
                     run.probes.append(probe)
                     say(f"   rss {key:<16} +{probe.growth / 2**20:6.2f} MiB in {probe.seconds:.2f} s")
+        workloads = [
+            w for w in measure.WORKLOADS if (w.quick or not args.quick) and (only is None or w.key in only)
+        ]
+        measure.run_workloads(by_key, workloads, loader, rounds, seconds, run, say)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "problems": run.problems,
         "plan": [plan_row, plan_ms],
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     rows = _report(data, out, chart, quick=args.quick)
     say(f"wrote {out} and {chart.name}")
