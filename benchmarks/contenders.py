@@ -56,6 +56,8 @@ def _app_env(media: str) -> dict[str, str]:
 def _uvicorn(name: str, app: str, run: Path, media: str) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    # Pinned: uvloop and httptools, where installed, would change every uvicorn figure.
+    argv += ["--http", "h11", "--loop", "asyncio"]
     argv += ["--lifespan", "off", "--no-access-log", "--log-level", "warning"]
     return Server(name, argv, port, run / f"{name}.log", _app_env(media), str(ROOT))
 
@@ -66,7 +68,7 @@ def _granian(name: str, app: str, run: Path, media: str) -> Server | None:
         return None
     port = free_port()
     argv = [binary, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    argv += ["--no-ws", "--log-level", "warning", "--no-access-log", app]
+    argv += ["--no-ws", "--loop", "asyncio", "--log-level", "warning", "--no-access-log", app]
     return Server(name, argv, port, run / f"{name}.log", _app_env(media), str(ROOT))
 
 

@@ -69,6 +69,7 @@ WORKLOADS = (
         ("starlette", "xaccel-uvicorn", "django", "whitenoise", "xaccel-gunicorn"),
         headers=(("Range", f"bytes={MIB}-"),),
         quick=False,
+        rounds_factor=2,
     ),
     Workload(
         "hello",
