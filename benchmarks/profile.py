@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         # py-spy follows one process; the busiest is the worker (or the only one).
         target = pids[-1]
         record = [spy, "record", "-p", target, "-d", str(args.seconds + 1), "-r", "500"]
-        record += ["-f", "raw", "-o", str(raw), "--nonblocking"]
+        # --gil: only the thread holding the GIL, that is, where Python spends CPU.
+        record += ["-f", "raw", "-o", str(raw), "--nonblocking", "--gil"]
         spying = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result: list[object] = []
         driver = threading.Thread(

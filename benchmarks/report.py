@@ -53,6 +53,7 @@ class Target:
     at_least: bool  # measured >= goal, else measured <= goal
     shown: str  # how the measured value is written
     goal_shown: str
+    spread: str = ""  # the lowest and highest per-round ratio
 
     @property
     def met(self) -> bool | None:
@@ -99,6 +100,13 @@ def paired(
 ) -> float | None:
     """The median over rounds of a/b, each ratio taken within one round: A and B
     ran seconds apart, so a slow drift of the machine's load cancels out."""
+    ratios = per_round(samples, workload, a, b, what)
+    return statistics.median(ratios) if ratios else None
+
+
+def per_round(
+    samples: list[Sample], workload: str, a: str, b: str, what: Callable[[Sample], float | None]
+) -> list[float]:
     by_round: dict[int, dict[str, Sample]] = {}
     for s in samples:
         if s.workload == workload and s.contender in (a, b):
@@ -109,7 +117,7 @@ def paired(
             va, vb = what(pair[a]), what(pair[b])
             if va is not None and vb:
                 ratios.append(va / vb)
-    return statistics.median(ratios) if ratios else None
+    return ratios
 
 
 def _rps(s: Sample) -> float:
@@ -125,8 +133,11 @@ def _cpu(s: Sample) -> float | None:
 
 
 def targets(samples: list[Sample], probes: list[Probe], plan_ms: float | None) -> list[Target]:
+    last: list[float] = []  # the per-round ratios behind the latest ratio()
+
     def ratio(workload: str, a: str, b: str, what: Callable[[Sample], float | None]) -> float | None:
-        return paired(samples, workload, a, b, what)
+        last[:] = per_round(samples, workload, a, b, what)
+        return statistics.median(last) if last else None
 
     rps, mbps, cpu = _rps, _mbps, _cpu
 
@@ -154,8 +165,10 @@ def targets(samples: list[Sample], probes: list[Probe], plan_ms: float | None) -
                 at_least,
                 fmt(measured),
                 goal_text or (("≥ " if at_least else "≤ ") + fmt(goal)),
+                _spread(last, fmt),
             )
         )
+        last.clear()
 
     for proxy in ("nginx", "caddy"):
         add(
@@ -224,6 +237,12 @@ def targets(samples: list[Sample], probes: list[Probe], plan_ms: float | None) -
         lambda v: "n/a" if v is None else f"{v:.2f} ms",
     )
     return rows
+
+
+def _spread(values: list[float] | None, fmt: Callable[[float | None], str]) -> str:
+    if not values or len(values) < 2:
+        return ""
+    return f"{fmt(min(values))} to {fmt(max(values))} ({len(values)} rounds)"
 
 
 def _size(n: int) -> str:
@@ -314,10 +333,11 @@ def write(
     )
     out += ["", f"Load generator: {settings['load']}. Every app server runs one worker process.", ""]
     out += ["![ratios](" + chart.name + ")", ""]
-    out += ["## Targets", "", "| target | measured | goal | met |", "|---|---:|---:|:---:|"]
+    out += ["## Targets", ""]
+    out += ["| target | measured (median) | per-round ratios | goal | met |", "|---|---:|---:|---:|:---:|"]
     for t in rows:
         met = {True: "yes", False: "**no**", None: "n/a"}[t.met]
-        out.append(f"| {t.label} | {t.shown} | {t.goal_shown} | {met} |")
+        out.append(f"| {t.label} | {t.shown} | {t.spread} | {t.goal_shown} | {met} |")
     out.append("")
     if notes.strip():
         out += ["## What limits the figures", "", notes.strip(), ""]
