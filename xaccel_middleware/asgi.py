@@ -14,10 +14,11 @@ thread hop in all (open, stat, plan and read together), a large one a hop per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .decide import Decider, Offload, Outcome, Refuse, Request, Stream
+from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
 from .settings import Settings
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
 
@@ -46,6 +47,9 @@ class XAccelMiddleware:
         self.decider = Decider(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -76,6 +80,16 @@ class XAccelMiddleware:
         response = _Response(self, request, receive, send, server)
         await self.app(inner, receive, response.send)
         await response.finish()
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """The S3 client lives on the server's loop: close it as the lifespan ends."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.decider.aclose()
+            await send(message)
+
+        return wrapped
 
 
 class _Response:
@@ -149,7 +163,13 @@ class _Response:
             return outcome, outcome.prefetch(limit) if isinstance(outcome, Stream) else None
 
         loop = asyncio.get_running_loop()
-        outcome, chunks = await loop.run_in_executor(None, work)
+        early = None
+        if self.marker is not None:
+            early = await self.middleware.decider.for_s3_marker(self.marker, self.request, self.app_headers)
+        outcome, chunks = (early, None) if early is not None else await loop.run_in_executor(None, work)
+        if isinstance(outcome, S3Stream):
+            await _send_s3(self, outcome)
+            return
         if isinstance(outcome, Stream):
             await _StreamSender(self, outcome, loop).run(chunks)
             return
@@ -205,9 +225,31 @@ class _StreamSender:
             watcher.cancel()
 
     async def _watch(self, gone: asyncio.Event) -> None:
-        while (await self.response.receive())["type"] != "http.disconnect":
-            pass
-        gone.set()
+        await _watch(self.response.receive, gone)
+
+
+async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+async def _send_s3(response: _Response, stream: S3Stream) -> None:
+    """An S3 body on the server's loop; an S3 failure now aborts the connection."""
+    plan, obj, send = stream.plan, stream.file, response._send
+    gone = asyncio.Event()
+    watcher = asyncio.ensure_future(_watch(response.receive, gone))
+    try:
+        await send({"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)})
+        async with contextlib.aclosing(obj.chunks()) as chunks:
+            async for chunk in chunks:
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+        await obj.aclose()
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

@@ -43,16 +43,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
 import logging
 import mimetypes
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from ..conditions import parse_etag
 from ..errors import SourceError
+from ..offload import OffloadTarget, nginx_extras
 from ..plan import FileMeta, Segment
 from ..settings import Settings
 from . import S3Location, loop
@@ -63,6 +65,17 @@ T = TypeVar("T")
 
 # Enough for many concurrent downloads: each holds a connection for its body.
 MAX_CONNECTIONS = 64
+# Offload: X-Accel-Redirect to this internal location, with the presigned
+# path and query in this header. The proxy adds its pinned S3 host.
+S3_LOCATION = "/_xaccel_s3/"
+S3_URI_HEADER = "X-Accel-S3-URI"
+# The app's headers that S3 is told to answer with (response-* parameters),
+# so that whatever the proxy passes on from S3 agrees with the app.
+_OVERRIDES = {
+    "content-type": "ResponseContentType",
+    "content-disposition": "ResponseContentDisposition",
+    "cache-control": "ResponseCacheControl",
+}
 # S3's default Content-Type tells nothing; the key's extension tells more.
 _VAGUE_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 
@@ -236,6 +249,27 @@ class S3Source:
         return f"{parts.path}?{parts.query}"
 
 
+async def s3_offload_target(
+    source: S3Source,
+    location: S3Location,
+    method: str,
+    app_headers: Sequence[tuple[str, str]],
+    settings: Settings,
+) -> OffloadTarget:
+    """X-Accel-Redirect to the S3 location, with a URL presigned for the method
+    the proxy will use: HEAD for HEAD, GET for anything else (nginx and Caddy's
+    ``method GET`` turn other methods into GET)."""
+    overrides = {}
+    for name, value in app_headers:
+        param = _OVERRIDES.get(name.lower())
+        if param is not None and value.isascii():
+            overrides[param] = value
+    uri = await source.presign(location, "HEAD" if method == "HEAD" else "GET", overrides)
+    return OffloadTarget(
+        "x-accel-redirect", S3_LOCATION, ((S3_URI_HEADER.lower(), uri), *nginx_extras(settings))
+    )
+
+
 _sources: weakref.WeakSet[S3Source] = weakref.WeakSet()
 
 
@@ -282,6 +316,19 @@ class S3Object:
         except StopAsyncIteration:
             self.first = b""
 
+    @property
+    def is_open(self) -> bool:
+        return self._body is not None
+
+    def iterate(self) -> Iterator[bytes]:
+        """The body for a WSGI thread: each chunk awaited on the S3 loop thread."""
+        return self.source.bridge().iterate(self.chunks(), self.source.deadline + 5)
+
+    def close(self) -> None:
+        """Release the S3 connection from a WSGI thread."""
+        if self._body is not None:
+            self.source.run(self.aclose())
+
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """The body: the first chunk, then the rest, never more than planned."""
         if self.first:
@@ -304,9 +351,10 @@ class S3Object:
             if isinstance(segment, bytes):
                 pending += segment
                 continue
-            async for data in self._span(segment.start, segment.stop, chunk_size):
-                yield pending + data if pending else data
-                pending = b""
+            async with contextlib.aclosing(self._span(segment.start, segment.stop, chunk_size)) as span:
+                async for data in span:
+                    yield pending + data if pending else data
+                    pending = b""
         if pending:
             yield pending
 
