@@ -139,6 +139,7 @@ def _start() -> S3Server:
         "LOG_LEVEL": "WARNING",
         "SERVICES": "s3",
         "S3_PERSIST": "0",
+        "AUTH": "true",  # unknown access keys get 403
     }
     stack = contextlib.ExitStack()
     stack.enter_context(running([str(program)], port, env=env, timeout=60))
@@ -165,4 +166,104 @@ def _wait_ready(server: S3Server, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-__all__ = ["ACCESS_KEY", "BUCKET", "CLIENT_ENV", "IN_CI", "REGION", "SECRET_KEY", "S3Server", "shared"]
+class FakeS3:
+    """A loopback S3 stand-in that misbehaves on purpose, for the fault tests.
+
+    ``mode``: ``blackhole`` accepts and never answers; ``stall-get`` answers
+    HeadObject but never GetObject; ``stall-body`` and ``cut`` answer GetObject
+    with ``cut_at`` bytes of the range, then stall, or close the connection.
+    """
+
+    ETAG = '"fake-etag"'
+
+    def __init__(self, mode: str, size: int = 256 * 1024, cut_at: int = 100 * 1024) -> None:
+        import socketserver
+        import threading
+
+        self.mode, self.size, self.cut_at = mode, size, cut_at
+        self.content = bytes(i % 251 for i in range(size))
+        self.released = threading.Event()
+        self.gets = 0
+        fake = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                fake._handle(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def settings(self, **changes: Any) -> Settings:
+        values: dict[str, Any] = {
+            "s3_endpoint_url": self.endpoint,
+            "s3_region": REGION,
+            "s3_buckets": BUCKET,
+            "s3_connect_timeout": 0.5,
+            "s3_read_timeout": 1.0,
+            "chunk_size": 16 * 1024,
+        }
+        values.update(changes)
+        return Settings(**values)
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handle(self, sock: Any) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = sock.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, _, data = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method = lines[0].split(" ", 1)[0]
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            fields = {k.lower(): v for k, v in fields.items()}
+            if self.mode == "blackhole" or (self.mode == "stall-get" and method == "GET"):
+                self.released.wait(30)
+                return
+            if method == "HEAD":
+                sock.sendall(self._head(200, self.size, []))
+                continue
+            self.gets += 1
+            start, _, end = fields.get("range", f"bytes=0-{self.size - 1}")[6:].partition("-")
+            first, last = int(start), min(int(end), self.size - 1)
+            extra = [f"Content-Range: bytes {first}-{last}/{self.size}"]
+            sock.sendall(self._head(206, last - first + 1, extra) + self.content[first : first + self.cut_at])
+            if self.mode == "stall-body":
+                self.released.wait(30)
+            return  # "cut": closing now leaves the body short
+
+    def _head(self, status: int, length: int, extra: list[str]) -> bytes:
+        lines = [
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Partial Content'}",
+            f"Content-Length: {length}",
+            f"ETag: {self.ETAG}",
+            "Last-Modified: Wed, 01 Jan 2025 00:00:00 GMT",
+            "Content-Type: application/octet-stream",
+            *extra,
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+__all__ = [
+    "ACCESS_KEY",
+    "BUCKET",
+    "CLIENT_ENV",
+    "IN_CI",
+    "REGION",
+    "SECRET_KEY",
+    "FakeS3",
+    "S3Server",
+    "shared",
+]

@@ -177,7 +177,9 @@ class S3Source:
             s3={"addressing_style": "path"},
             connect_timeout=self.settings.s3_connect_timeout,
             read_timeout=self.settings.s3_read_timeout,
-            retries={"mode": "standard", "max_attempts": 2},
+            # Retries with backoff would outlast the deadline; _call retries
+            # the one failure that a retry reliably fixes, at once.
+            retries={"total_max_attempts": 1},
             max_pool_connections=MAX_CONNECTIONS,
         )
         creator = self._session.create_client("s3", endpoint_url=self.endpoint, config=config)
@@ -214,12 +216,22 @@ class S3Source:
             raise SourceError(404, f"bucket {location.bucket!r} is not in XACCEL_S3_BUCKETS")
 
     async def _call(self, what: str, operation: str, **params: Any) -> dict[str, Any]:
-        client = await self.client()
         try:
-            result = await asyncio.wait_for(getattr(client, operation)(**params), self.deadline)
+            result = await asyncio.wait_for(self._attempts(operation, params), self.deadline)
         except Exception as exc:
             raise translate(exc, what) from None
         return dict(result)
+
+    async def _attempts(self, operation: str, params: dict[str, Any]) -> Any:
+        """One call, tried again once if a pooled connection turned out closed
+        (S3 drops idle keep-alive connections)."""
+        from botocore.exceptions import ConnectionClosedError
+
+        client = await self.client()
+        try:
+            return await getattr(client, operation)(**params)
+        except ConnectionClosedError:
+            return await getattr(client, operation)(**params)
 
     async def stat(self, location: S3Location) -> S3Object:
         """The object's metadata, from HeadObject."""
