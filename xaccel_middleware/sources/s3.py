@@ -152,6 +152,8 @@ class S3Source:
         if not _sources:
             atexit.register(_close_all)
         _sources.add(self)
+        # A source dropped while its loops run (a middleware replaced) closes its clients.
+        weakref.finalize(self, _close_soon, self._clients).atexit = False
 
     # -- the client --------------------------------------------------------
 
@@ -167,10 +169,9 @@ class S3Source:
 
     async def _make_client(self) -> Any:
         from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
 
         if self._session is None:
-            self._session = get_session()
+            self._session = _new_session()
         config = AioConfig(
             region_name=self.settings.s3_region,
             signature_version="s3v4",
@@ -283,6 +284,21 @@ async def s3_offload_target(
 
 
 _sources: weakref.WeakSet[S3Source] = weakref.WeakSet()
+_loader: Any = None
+
+
+def _new_session() -> Any:
+    """A session sharing the process's botocore data loader: the S3 model is
+    read and parsed once per process, not once per middleware."""
+    global _loader
+    from aiobotocore.session import get_session
+    from botocore.loaders import create_loader
+
+    session = get_session()
+    if _loader is None:
+        _loader = create_loader()
+    session.register_component("data_loader", _loader)
+    return session
 
 
 def _made(future: asyncio.Future[Any]) -> Any:
@@ -290,6 +306,13 @@ def _made(future: asyncio.Future[Any]) -> Any:
     if future.cancelled() or future.exception() is not None:
         return None
     return future.result()
+
+
+def _close_soon(clients: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]]) -> None:
+    for owner, future in clients.items():
+        client = _made(future) if future.done() else None
+        if client is not None and owner.is_running():
+            asyncio.run_coroutine_threadsafe(client.__aexit__(None, None, None), owner)
 
 
 def _close_all() -> None:
