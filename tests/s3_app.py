@@ -8,6 +8,7 @@ with short timeouts, so that one server process serves both.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -81,10 +82,9 @@ class _ASGIRouter:
 
 def _wsgi_inner(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
-    try:
-        path = path.encode("latin-1").decode("utf-8")  # PEP 3333: the bytes, as latin-1
-    except UnicodeError:
-        pass  # already decoded as UTF-8 (httpx's WSGITransport does that)
+    # PEP 3333 gives the bytes as latin-1; httpx's WSGITransport gives UTF-8 text.
+    with contextlib.suppress(UnicodeError):
+        path = path.encode("latin-1").decode("utf-8")
     marker = marker_for(path)
     if marker is None:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
