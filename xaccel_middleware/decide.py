@@ -102,6 +102,7 @@ class Decider:
             marker = parse_marker(raw)
             if isinstance(marker, S3Location):
                 # WSGI: the whole decision is one hop to the S3 loop thread.
+                self._check_bucket(marker)
                 try:
                     return self.s3.run(self.for_s3(marker, raw, request, app_headers))
                 except TimeoutError:
@@ -136,8 +137,7 @@ class Decider:
         """Offload with a presigned URL (no S3 round trip), or stream: HeadObject,
         plan, then the first chunk, so that an S3 failure is still a clean answer."""
         try:
-            if not self.settings.s3_buckets:
-                raise SourceError(404, "no bucket is allowed: XACCEL_S3_BUCKETS is empty")
+            self._check_bucket(location)
             if request.offload_with == "X-Accel-Redirect":
                 target = await s3_offload_target(
                     self.s3, location, request.method, app_headers, self.settings
@@ -156,6 +156,10 @@ class Decider:
             if exc.status == 404:
                 self._warn(raw, exc)
             return Refuse(exc.status)
+
+    def _check_bucket(self, location: S3Location) -> None:
+        if location.bucket not in self.settings.s3_buckets:
+            raise SourceError(404, f"bucket {location.bucket!r} is not in XACCEL_S3_BUCKETS")
 
     @property
     def s3(self) -> S3Source:
