@@ -1,9 +1,12 @@
 """Apps for the S3 tests, ASGI and WSGI alike: ``/s3/<key>`` answers with
-``X-Accel-Source: s3://media/<key>`` and a Content-Disposition, nothing else.
+``X-Accel-Source: s3://media/<key>`` and a Content-Disposition, and with the
+Content-Type given as ``?type=``, nothing else.
 
 ``/fault/<mode>/<key>`` goes to a second middleware whose endpoint is the
 loopback stand-in named by ``XACCEL_TEST_FAULT_<MODE>`` (see s3server.FakeS3),
-with short timeouts, so that one server process serves both.
+with short timeouts, so that one server process serves both. ``/short/<key>``
+presigns URLs that live one second. ``/replay?uri=...`` answers with an S3
+offload of the URI given, as an app with a stale or forged one would.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from xaccel_middleware import Settings, XAccelMiddleware, XAccelWSGIMiddleware
 
@@ -23,15 +26,32 @@ DISPOSITION = "attachment; filename=\"lecture.bin\"; filename*=UTF-8''a%20b%20%C
 
 def marker_for(path: str) -> str | None:
     """The marker for a request path (decoded, as servers give it)."""
-    for prefix in ("/s3/", "/fault/"):
+    for prefix in ("/s3/", "/fault/", "/short/"):
         if path.startswith(prefix):
             key = path[len(prefix) :].split("/", 1)[1] if prefix == "/fault/" else path[len(prefix) :]
             return f"s3://{BUCKET}/{quote(key.encode('utf-8'), safe='/')}"
     return None
 
 
+def app_headers(marker: str, query: str) -> list[tuple[str, str]]:
+    headers = [("X-Accel-Source", marker), ("Content-Disposition", DISPOSITION)]
+    given = parse_qs(query).get("type")
+    return [*headers, ("Content-Type", given[0])] if given else headers
+
+
+def replay_headers(query: str) -> list[tuple[str, str]] | None:
+    """The raw offload headers for ``/replay?uri=...``: no marker, so the
+    middleware passes them on untouched."""
+    uri = parse_qs(query).get("uri")
+    if not uri:
+        return None
+    return [("X-Accel-Redirect", "/_xaccel_s3/"), ("X-Accel-S3-Uri", uri[0])]
+
+
 def fault_settings(mode: str) -> Settings:
     base = Settings.from_env()
+    if mode == "short":
+        return dataclasses.replace(base, s3_url_lifetime=1)
     return dataclasses.replace(
         base,
         s3_endpoint_url=os.environ[f"XACCEL_TEST_FAULT_{mode.upper().replace('-', '_')}"],
@@ -42,6 +62,8 @@ def fault_settings(mode: str) -> Settings:
 
 
 def _route(path: str) -> str:
+    if path.startswith("/short/"):
+        return "short"
     return path.split("/")[2] if path.startswith("/fault/") else ""
 
 
@@ -59,12 +81,19 @@ async def _asgi_inner(scope: Scope, receive: Receive, send: Send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    replay = replay_headers(scope.get("query_string", b"").decode("latin-1"))
+    if scope["path"] == "/replay" and replay is not None:
+        encoded = [(k.lower().encode(), v.encode()) for k, v in replay]
+        await send({"type": "http.response.start", "status": 200, "headers": encoded})
+        await send({"type": "http.response.body", "body": b""})
+        return
     marker = marker_for(scope["path"])
     if marker is None:
         await send({"type": "http.response.start", "status": 404, "headers": []})
         await send({"type": "http.response.body", "body": b"no route"})
         return
-    headers = [(b"x-accel-source", marker.encode()), (b"content-disposition", DISPOSITION.encode())]
+    query = scope.get("query_string", b"").decode("latin-1")
+    headers = [(k.lower().encode(), v.encode()) for k, v in app_headers(marker, query)]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"ignored"})
 
@@ -85,11 +114,15 @@ def _wsgi_inner(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     # PEP 3333 gives the bytes as latin-1; httpx's WSGITransport gives UTF-8 text.
     with contextlib.suppress(UnicodeError):
         path = path.encode("latin-1").decode("utf-8")
+    replay = replay_headers(environ.get("QUERY_STRING", ""))
+    if path == "/replay" and replay is not None:
+        start_response("200 OK", replay)
+        return [b""]
     marker = marker_for(path)
     if marker is None:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"no route"]
-    start_response("200 OK", [("X-Accel-Source", marker), ("Content-Disposition", DISPOSITION)])
+    start_response("200 OK", app_headers(marker, environ.get("QUERY_STRING", "")))
     return [b"ignored"]
 
 

@@ -41,6 +41,7 @@ import re
 
 from ..errors import ConfigError
 from .model import DROPPED_BY_NGINX, SECRET_VARIABLE, ProxySetup, header_comment, host_port
+from .s3 import nginx_location, nginx_upstream
 
 SECRET_FILE = "xaccel-secret.conf"  # noqa: S105 (a file name)
 _BARE = re.compile(r"^[A-Za-z0-9._~/:\-\[\]]+$")
@@ -75,10 +76,14 @@ def render(setup: ProxySetup) -> str:
             "#   (umask 077; printf 'proxy_set_header X-Accel-Proxy-Secret \"%s\";\\n' \\",
             f'#     "${SECRET_VARIABLE}" > /etc/nginx/{SECRET_FILE})',
         ]
+    if setup.s3 is not None:
+        lines += nginx_upstream(setup.s3)
     lines += ["server {", f"    listen {host_port(setup.listen)};", ""]
     lines += _app_location(setup)
     for root in setup.roots:
         lines += _internal_location(root.prefix, root.directory)
+    if setup.s3 is not None:
+        lines += nginx_location(setup.s3)
     lines[-1] = "}"
     return "\n".join(lines) + "\n"
 

@@ -68,14 +68,8 @@ MAX_CONNECTIONS = 64
 # Offload: X-Accel-Redirect to this internal location, with the presigned
 # path and query in this header. The proxy adds its pinned S3 host.
 S3_LOCATION = "/_xaccel_s3/"
-S3_URI_HEADER = "X-Accel-S3-URI"
-# The app's headers that S3 is told to answer with (response-* parameters),
-# so that whatever the proxy passes on from S3 agrees with the app.
-_OVERRIDES = {
-    "content-type": "ResponseContentType",
-    "content-disposition": "ResponseContentDisposition",
-    "cache-control": "ResponseCacheControl",
-}
+# Written as Go canonicalises it: Caddy's {rp.header.*} placeholders match case.
+S3_URI_HEADER = "X-Accel-S3-Uri"
 # S3's default Content-Type tells nothing; the key's extension tells more.
 _VAGUE_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 
@@ -109,7 +103,11 @@ def _type(head: dict[str, Any], location: S3Location) -> str:
     given = str(head.get("ContentType") or "")
     if given.split(";")[0].strip().lower() not in _VAGUE_TYPES:
         return given
-    return mimetypes.guess_type(location.key, strict=False)[0] or "application/octet-stream"
+    return guess_type(location.key)
+
+
+def guess_type(key: str) -> str:
+    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
 
 
 def translate(exc: BaseException, what: str) -> SourceError:
@@ -271,16 +269,17 @@ async def s3_offload_target(
 ) -> OffloadTarget:
     """X-Accel-Redirect to the S3 location, with a URL presigned for the method
     the proxy will use: HEAD for HEAD, GET for anything else (nginx and Caddy's
-    ``method GET`` turn other methods into GET)."""
-    overrides = {}
-    for name, value in app_headers:
-        param = _OVERRIDES.get(name.lower())
-        if param is not None and value.isascii():
-            overrides[param] = value
-    uri = await source.presign(location, "HEAD" if method == "HEAD" else "GET", overrides)
-    return OffloadTarget(
-        "x-accel-redirect", S3_LOCATION, ((S3_URI_HEADER.lower(), uri), *nginx_extras(settings))
-    )
+    ``method GET`` turn other methods into GET).
+
+    The proxies send the app's Content-Type, never S3's, so one is always
+    named: the app's, or else one guessed from the key (S3's own is unknown
+    without a HeadObject, which an offload does not spend).
+    """
+    uri = await source.presign(location, "HEAD" if method == "HEAD" else "GET", {})
+    extra = [(S3_URI_HEADER.lower(), uri), *nginx_extras(settings)]
+    if not any(name.lower() == "content-type" for name, _ in app_headers):
+        extra.append(("content-type", guess_type(location.key)))
+    return OffloadTarget("x-accel-redirect", S3_LOCATION, tuple(extra))
 
 
 _sources: weakref.WeakSet[S3Source] = weakref.WeakSet()
