@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import re
 
-from .model import PARITY_HEADERS, SECRET_VARIABLE, ProxySetup, header_comment, host_port
 from ..sources.s3 import S3_LOCATION
+from .model import PARITY_HEADERS, SECRET_VARIABLE, ProxySetup, header_comment, host_port
 from .s3 import caddy_handle_response
 
 _BARE = re.compile(r"^[A-Za-z0-9._~/:\-\[\]*]+$")
