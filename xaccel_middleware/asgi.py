@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
+from .plan import ByteSpan, Plan
 from .settings import Settings
+from .sources.local import LocalFile
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
 
 Scope = MutableMapping[str, Any]
@@ -95,7 +98,14 @@ class XAccelMiddleware:
 class _Response:
     """One response's interception: the held start message and what follows it."""
 
-    def __init__(self, middleware: XAccelMiddleware, request: Request, receive: Receive, send: Send, server: frozenset[str]) -> None:
+    def __init__(
+        self,
+        middleware: XAccelMiddleware,
+        request: Request,
+        receive: Receive,
+        send: Send,
+        server: frozenset[str],
+    ) -> None:
         self.middleware = middleware
         self.request = request
         self.receive = receive
@@ -108,6 +118,11 @@ class _Response:
 
     async def send(self, message: Message) -> None:
         if self.passing:
+            if message["type"] == _PATHSEND and _PATHSEND not in self.server:
+                # Advertised to the app, not offered by the server (say, a
+                # FileResponse with status 404): send the file's bytes instead.
+                await _send_path(self, message["path"])
+                return
             await self._send(message)
             return
         if self.done:
@@ -117,10 +132,16 @@ class _Response:
             await self._on_start(message)
         elif self.marker is not None:
             if kind == _PATHSEND or not message.get("more_body", False):
-                await self._serve(lambda: self.middleware.decider.for_marker(self.marker or b"", self.request, self.app_headers))
+                await self._serve(
+                    lambda: self.middleware.decider.for_marker(
+                        self.marker or b"", self.request, self.app_headers
+                    )
+                )
         elif kind == _PATHSEND and self.start is not None:
             path = message["path"]
-            await self._serve(lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers))
+            await self._serve(
+                lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
+            )
         else:
             await self._pass(message)
 
@@ -128,7 +149,11 @@ class _Response:
         """The app returned: a marker whose body never ended is served now."""
         if self.start is not None and not self.passing and not self.done:
             if self.marker is not None:
-                await self._serve(lambda: self.middleware.decider.for_marker(self.marker or b"", self.request, self.app_headers))
+                await self._serve(
+                    lambda: self.middleware.decider.for_marker(
+                        self.marker or b"", self.request, self.app_headers
+                    )
+                )
             else:
                 await self._pass({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -160,7 +185,13 @@ class _Response:
 
         def work() -> tuple[Outcome, list[bytes] | None]:
             outcome = decide()
-            return outcome, outcome.prefetch(limit) if isinstance(outcome, Stream) else None
+            if not isinstance(outcome, Stream):
+                return outcome, None
+            try:
+                return outcome, outcome.prefetch(limit)
+            except BaseException:
+                outcome.file.close()
+                raise
 
         loop = asyncio.get_running_loop()
         early = None
@@ -175,7 +206,9 @@ class _Response:
             return
         status = 200 if isinstance(outcome, Offload) else outcome.status
         body = outcome.body if isinstance(outcome, Refuse) else b""
-        await self._send({"type": "http.response.start", "status": status, "headers": _encode(outcome.headers)})
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": _encode(outcome.headers)}
+        )
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -187,15 +220,29 @@ class _StreamSender:
     async def run(self, chunks: list[bytes] | None) -> None:
         plan, file = self.stream.plan, self.stream.file
         try:
-            await self.send({"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)})
+            await self.send(
+                {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
+            )
             if chunks is not None:
                 await self.send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
-            elif _PATHSEND in self.response.server and plan.status == 200:
-                await self.send({"type": _PATHSEND, "path": file.path})
             elif _ZEROCOPY in self.response.server and len(plan.body) == 1:
+                # Preferred to pathsend: it sends from the fd that was planned,
+                # with a count, so a file that grows since cannot overrun.
                 span = plan.body[0]
                 assert not isinstance(span, bytes)
-                await self.send({"type": _ZEROCOPY, "file": file.fd, "offset": span.start, "count": span.length, "more_body": False})
+                # The extension wants a file object; this one leaves the fd to LocalFile.
+                with open(file.fd, "rb", buffering=0, closefd=False) as fileobj:
+                    await self.send(
+                        {
+                            "type": _ZEROCOPY,
+                            "file": fileobj,
+                            "offset": span.start,
+                            "count": span.length,
+                            "more_body": False,
+                        }
+                    )
+            elif _PATHSEND in self.response.server and plan.status == 200 and len(plan.body) == 1:
+                await self.send({"type": _PATHSEND, "path": file.path})
             else:
                 await self._read_and_send()
         finally:
@@ -217,7 +264,9 @@ class _StreamSender:
                 while position < segment.stop:
                     if gone.is_set():
                         return
-                    data = await self.loop.run_in_executor(None, read_at, position, min(chunk_size, segment.stop - position))
+                    data = await self.loop.run_in_executor(
+                        None, read_at, position, min(chunk_size, segment.stop - position)
+                    )
                     position += len(data)
                     await self.send({"type": "http.response.body", "body": data, "more_body": True})
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -254,3 +303,15 @@ async def _send_s3(response: _Response, stream: S3Stream) -> None:
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def _send_path(response: _Response, path: str) -> None:
+    """The body of a passed-through pathsend, read here for a server without it."""
+    loop = asyncio.get_running_loop()
+    file = await loop.run_in_executor(None, functools.partial(LocalFile.open, path, follow=True))
+    size = file.meta.size
+    stream = Stream(file, Plan(200, [], (ByteSpan(0, size),) if size else ()))
+    try:
+        await _StreamSender(response, stream, loop)._read_and_send()
+    finally:
+        file.close()

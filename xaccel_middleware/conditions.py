@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import re
+import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -16,7 +18,7 @@ class EntityTag(NamedTuple):
     opaque: str  # with its quotes, as on the wire
 
     def __str__(self) -> str:
-        return f'W/{self.opaque}' if self.weak else self.opaque
+        return f"W/{self.opaque}" if self.weak else self.opaque
 
 
 def parse_etag(value: str) -> EntityTag | None:
@@ -65,15 +67,51 @@ def weak_match(a: EntityTag, b: EntityTag) -> bool:
     return a.opaque == b.opaque
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY = "(?:mon|tue|wed|thu|fri|sat|sun)"
+_LONG_DAY = "(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_MONTH = f"(?P<month>{'|'.join(_MONTHS)})"
+_TIME = "(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+# §5.6.7: the three formats, nothing else. Names are matched case-insensitively
+# (as Go's http.ParseTime does); the structure is not negotiable.
+_HTTP_DATES = [
+    re.compile(p, re.IGNORECASE | re.ASCII)
+    for p in (
+        rf"{_DAY}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT",  # IMF-fixdate
+        rf"{_LONG_DAY}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<yy>[0-9]{{2}}) {_TIME} GMT",  # rfc850-date
+        rf"{_DAY} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})",  # asctime
+    )
+]
+
+
 def parse_http_date(value: str) -> int | None:
-    """IMF-fixdate, RFC 850 or asctime (§5.6.7) to a Unix time; ``None`` when invalid."""
-    parsed = email.utils.parsedate_tz(value)
-    if parsed is None:
+    """An HTTP-date (§5.6.7) to a Unix time; ``None`` unless it is one of the
+    three formats with a real calendar date and time, so that an invalid
+    If-Modified-Since or If-Unmodified-Since is ignored as §13.1.3-4 require."""
+    value = value.strip(" \t")
+    for pattern in _HTTP_DATES:
+        match = pattern.fullmatch(value)
+        if match:
+            break
+    else:
         return None
-    try:
-        return calendar.timegm(parsed[:9]) - (parsed[9] or 0)  # type: ignore[arg-type]
-    except (OverflowError, ValueError, TypeError):
+    fields = match.groupdict()
+    if fields.get("yy") is not None:
+        # §5.6.7: a two-digit year more than 50 years ahead is in the past century.
+        this_year = time.gmtime().tm_year
+        year = this_year - this_year % 100 + int(fields["yy"])
+        if year > this_year + 50:
+            year -= 100
+    else:
+        year = int(fields["year"])
+    month = _MONTHS.index(fields["month"].lower()) + 1
+    day, hour = int(fields["day"]), int(fields["hour"])
+    minute, second = int(fields["minute"]), int(fields["second"])
+    if not (year and 1 <= day <= calendar.monthrange(year, month)[1]):
         return None
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second))
 
 
 def format_http_date(timestamp: float) -> str:

@@ -10,16 +10,16 @@ import http
 import importlib.util
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from .errors import ConfigError, SourceError
 from .offload import offload_headers
 from .plan import Plan, plan_response
-from .settings import OffloadHeader, Settings
+from .settings import OffloadHeader, Root, Settings
 from .sources import S3Location, parse_marker
-from .sources.local import LocalFile, confine, find_root, offload_target
+from .sources.local import LocalFile, confine, find_root, guess_type, offload_target
 from .sources.s3 import S3Object, S3Source, s3_offload_target
 
 log = logging.getLogger("xaccel_middleware")
@@ -45,8 +45,10 @@ class Stream:
         small file costs one thread hop in all."""
         if self.plan.content_length > limit:
             return None
+        # read() raises if the file shrank: a short body must never go out
+        # under the planned Content-Length.
         return [
-            s if isinstance(s, bytes) else self.file.read_at(s.start, s.length) if s.length else b""
+            s if isinstance(s, bytes) else b"".join(self.file.read(s.start, s.stop, limit))
             for s in self.plan.body
         ]
 
@@ -73,7 +75,7 @@ class S3Stream:
     plan: Plan
 
 
-Outcome = Union[Offload, Stream, S3Stream, Refuse]
+Outcome = Offload | Stream | S3Stream | Refuse
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,13 @@ class Decider:
                     return Refuse(504)
             real, root = confine(marker, self.settings.roots)
             if request.offload_with is not None:
-                target = offload_target(real, root, request.offload_with, self.settings)
-                log.debug("offload %s as %s", real, target.name)
-                return Offload(offload_headers(app_headers, target))
+                # Only a regular file: for a directory nginx would answer with a
+                # redirect that shows the internal URI to the client.
+                if not _is_regular(real):
+                    raise SourceError(404, "not a regular file")
+                offload = self._offload(real, root, request, app_headers)
+                if offload is not None:
+                    return offload
             return self._stream(LocalFile.open(real), request, app_headers)
         except SourceError as exc:
             self._warn(raw, exc)
@@ -180,15 +186,26 @@ class Decider:
         real = os.path.realpath(path)
         root = find_root(real, self.settings.roots)
         if root is not None and request.offload_with is not None:
-            target = offload_target(real, root, request.offload_with, self.settings)
-            log.debug("offload %s as %s", real, target.name)
-            return Offload(offload_headers(app_headers, target))
+            offload = self._offload(real, root, request, app_headers)
+            if offload is not None:
+                return offload
         try:
             file = LocalFile.from_fd(fd, real) if fd is not None else LocalFile.open(real, follow=True)
         except (SourceError, OSError) as exc:
             log.warning("cannot stream %r: %s", path, exc)
             return Refuse(404)
         return self._stream(file, request, app_headers)
+
+    def _offload(
+        self, real: str, root: Root, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Offload | None:
+        assert request.offload_with is not None
+        target = offload_target(real, root, request.offload_with, self.settings)
+        if target is None:
+            log.debug("stream %r: its name cannot go in an offload header", real)
+            return None
+        log.debug("offload %s as %s", real, target.name)
+        return Offload(offload_headers(app_headers, target, guess_type(real)))
 
     def _stream(self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]]) -> Stream:
         plan = plan_response(
@@ -203,3 +220,10 @@ class Decider:
         if len(self._warned) < _WARNED_LIMIT:
             self._warned.add(raw)
         log.warning("refused X-Accel-Source %r: %s", raw[:200], exc.reason)
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

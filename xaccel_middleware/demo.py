@@ -7,6 +7,7 @@ It runs on the standard library's WSGI server, so it needs nothing installed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -36,7 +37,11 @@ def make_media(folder: str) -> dict[str, str]:
         # any seek can be checked against what a Range request returns.
         with open(video, "wb") as out:
             for block in range(0, VIDEO_SIZE, 32 * 2048):
-                out.write(b"".join(hashlib.sha256(str(block + i).encode()).digest() for i in range(0, 32 * 2048, 32)))
+                out.write(
+                    b"".join(
+                        hashlib.sha256(str(block + i).encode()).digest() for i in range(0, 32 * 2048, 32)
+                    )
+                )
     pdf = os.path.join(folder, PDF)
     if not os.path.exists(pdf):
         with open(pdf, "wb") as out:
@@ -77,7 +82,9 @@ def make_app(media: dict[str, str]) -> Callable[[dict[str, Any], StartResponse],
         cookie = SimpleCookie(environ.get("HTTP_COOKIE", ""))
         logged_in = "session" in cookie and cookie["session"].value == "student"
         if path == "/media/" + VIDEO:
-            start_response("200 OK", [("Content-Type", "video/mp4"), ("X-Accel-Source", marker_for_path(media[VIDEO]))])
+            start_response(
+                "200 OK", [("Content-Type", "video/mp4"), ("X-Accel-Source", marker_for_path(media[VIDEO]))]
+            )
             return []
         if path == "/media/" + PDF:
             if not logged_in:
@@ -107,7 +114,11 @@ def make_app(media: dict[str, str]) -> Callable[[dict[str, Any], StartResponse],
 
 
 def _index(logged_in: bool) -> str:
-    state = "logged in (<a href='/logout'>log out</a>)" if logged_in else "not logged in (<a href='/login'>log in</a>)"
+    state = (
+        "logged in (<a href='/logout'>log out</a>)"
+        if logged_in
+        else "not logged in (<a href='/login'>log in</a>)"
+    )
     return (
         "<!doctype html><title>xaccel demo</title><h1>xaccel-middleware demo</h1>"
         f"<p>You are {state}.</p>"
@@ -121,14 +132,14 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 def demo_settings(settings: Settings, media_dir: str, proxy: str | None) -> Settings:
     """The user's settings, plus the media folder as a root and, behind a proxy,
     loopback as the trusted peer."""
-    roots = settings.roots + (Root(os.path.realpath(media_dir), "/_protected"),)
+    roots = (*settings.roots, Root(os.path.realpath(media_dir), "/_protected"))
     changes: dict[str, Any] = {"roots": roots}
     if proxy is not None:
         changes["trusted_proxies"] = settings.trusted_proxies + parse_networks("127.0.0.1/32,::1/128")
@@ -144,16 +155,16 @@ def run(settings: Settings, port: int, proxy: str | None, proxy_port: int, media
     app_url = f"http://127.0.0.1:{server.server_port}"
     if proxy is None:
         _print_guide(app_url, files, behind=None)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
         return 0
     from .proxyrun import run_behind_proxy
 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return run_behind_proxy(proxy, settings, server, proxy_port, lambda url: _print_guide(url, files, behind=proxy))
+    return run_behind_proxy(
+        proxy, settings, server, proxy_port, lambda url: _print_guide(url, files, behind=proxy)
+    )
 
 
 def _print_guide(url: str, files: dict[str, str], behind: str | None) -> None:
@@ -169,7 +180,7 @@ def _print_guide(url: str, files: dict[str, str], behind: str | None) -> None:
         f"  curl -s -o /dev/null -D - -r 0-9,-10 {video}       # multipart/byteranges\n"
         f"  curl -sI {video}                                   # HEAD: headers only\n"
         f"  etag=$(curl -sI {video} | tr -d '\\r' | sed -n 's/^etag: //Ip')\n"
-        f"  curl -s -o /dev/null -D - -H \"If-None-Match: $etag\" {video}   # 304\n"
+        f'  curl -s -o /dev/null -D - -H "If-None-Match: $etag" {video}   # 304\n'
         f"  curl -s -o /dev/null -D - {pdf}                    # 403\n"
         f"  curl -s -o /dev/null -D - -b session=student {pdf}   # 200 after login\n",
         flush=True,

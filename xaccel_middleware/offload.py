@@ -17,7 +17,17 @@ from .settings import Settings
 Headers = list[tuple[str, str]]
 
 # The body is discarded, so headers describing it go too; the proxy writes its own.
-_DROPPED = frozenset({"content-length", "content-range", "transfer-encoding", "x-accel-source"})
+# An offload header the app set itself would make a second, conflicting target.
+_DROPPED = frozenset(
+    {
+        "content-length",
+        "content-range",
+        "transfer-encoding",
+        "x-accel-source",
+        "x-accel-redirect",
+        "x-sendfile",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -38,9 +48,16 @@ def internal_uri(prefix: str, relative: str) -> str:
     return f"{prefix}/{encoded}"
 
 
-def header_text(path: str) -> str:
-    """A file system path as a header value: its raw bytes, read as latin-1 (PEP 3333)."""
-    return os.fsencode(path).decode("latin-1")
+def header_text(path: str) -> str | None:
+    """A file system path as a header value: its raw bytes, read as latin-1 (PEP 3333).
+
+    ``None`` when the name holds a control character: a file name may contain
+    CR or LF, a header value must not (header injection).
+    """
+    raw = os.fsencode(path)
+    if any(b < 0x20 or b == 0x7F for b in raw):
+        return None
+    return raw.decode("latin-1")
 
 
 def nginx_extras(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -55,13 +72,20 @@ def nginx_extras(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple(extra)
 
 
-def offload_headers(app_headers: Sequence[tuple[str, str]], target: OffloadTarget) -> Headers:
+def offload_headers(
+    app_headers: Sequence[tuple[str, str]], target: OffloadTarget, content_type: str | None = None
+) -> Headers:
     """The app's headers without the body's, plus the target's.
 
     Content-Type, Content-Disposition, Cache-Control and Set-Cookie stay as the
-    app set them; the proxy adds the length and the validators.
+    app set them; the proxy adds the length and the validators. ``content_type``
+    is added when the app set none: Caddy sends no type of its own.
+    An ``X-Accel-*`` control the app set itself wins over the configured one.
     """
     headers = [(k, v) for k, v in app_headers if k.lower() not in _DROPPED]
+    names = {k.lower() for k, _ in headers}
+    if content_type is not None and "content-type" not in names:
+        headers.append(("content-type", content_type))
     headers.append((target.name, target.value))
-    headers.extend(target.extra)
+    headers.extend((k, v) for k, v in target.extra if k not in names)
     return headers

@@ -12,13 +12,13 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from .errors import ConfigError
 
 Mode = Literal["auto", "stream", "offload"]
 OffloadHeader = Literal["X-Accel-Redirect", "X-Sendfile"]
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Parser = Callable[[object], object]
 
 MODES: tuple[Mode, ...] = ("auto", "stream", "offload")
@@ -71,11 +71,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Build settings from ``XACCEL_*`` variables; unset ones keep their default."""
-        given = {
-            name: environ[var]
-            for name, var in VARIABLES.items()
-            if environ.get(var, "").strip() != ""
-        }
+        given = {name: environ[var] for name, var in VARIABLES.items() if environ.get(var, "").strip() != ""}
         return cls(**given)  # type: ignore[arg-type]
 
     def describe(self) -> list[tuple[str, str]]:
@@ -90,7 +86,13 @@ class Settings:
             elif isinstance(value, (tuple, frozenset)):
                 text = ",".join(sorted(str(v) for v in value)) or "(none)"
             else:
-                text = "(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+                text = (
+                    "(unset)"
+                    if value is None
+                    else str(value).lower()
+                    if isinstance(value, bool)
+                    else str(value)
+                )
             rows.append((var, text))
         return rows
 
@@ -130,13 +132,15 @@ def _choice(var: str, choices: Iterable[str]) -> Parser:
     return parse
 
 
-def _integer(var: str, minimum: int, optional: bool = False) -> Parser:
+def _integer(var: str, minimum: int, maximum: int = 10**15, optional: bool = False) -> Parser:
     def parse(value: object) -> object:
         if value is None and optional:
             return None
         text = str(value).strip()
-        if not (text.isascii() and text.isdigit()) or int(text) < minimum:
-            raise ConfigError(f"{var}={value!r} is invalid: use a whole number >= {minimum}")
+        # The length bound keeps int() clear of its 4300-digit ValueError, which
+        # would not name the variable.
+        if not (text.isascii() and text.isdigit() and len(text) <= 16) or not minimum <= int(text) <= maximum:
+            raise ConfigError(f"{var}={value!r} is invalid: use a whole number from {minimum} to {maximum}")
         return int(text)
 
     return parse
@@ -174,19 +178,43 @@ def parse_roots(value: object) -> tuple[Root, ...]:
         raise ConfigError(f"XACCEL_ROOTS={value!r} is invalid: use DIR=/internal/prefix pairs")
     roots = []
     for directory, prefix in pairs:
-        if not os.path.isabs(directory):
+        if not isinstance(directory, str) or not os.path.isabs(directory):
             raise ConfigError(f"XACCEL_ROOTS directory {directory!r} is invalid: use an absolute path")
         real = os.path.realpath(directory)
         if not os.path.isdir(real):
-            raise ConfigError(f"XACCEL_ROOTS directory {directory!r} is invalid: it is not an existing directory")
+            raise ConfigError(
+                f"XACCEL_ROOTS directory {directory!r} is invalid: it is not an existing directory"
+            )
+        if not isinstance(prefix, str):
+            raise ConfigError(f"XACCEL_ROOTS prefix {prefix!r} is invalid: use an absolute URI path")
         prefix = prefix.rstrip("/")
-        if not _PREFIX.match(prefix + "/") or "/../" in prefix + "/" or "/./" in prefix + "/":
+        # "/" alone would make the whole site internal; "//" and dot segments are
+        # normalised differently by nginx and Caddy.
+        if (
+            not prefix
+            or not _PREFIX.match(prefix + "/")
+            or any(part in ("", ".", "..") for part in prefix[1:].split("/"))
+        ):
             raise ConfigError(
                 f"XACCEL_ROOTS prefix {prefix!r} is invalid: use an absolute URI path such as /protected"
             )
         roots.append(Root(real, prefix))
+    _check_prefixes(roots)
     # Nested roots: the longest directory must win, so try it first.
     return tuple(sorted(roots, key=lambda r: len(r.directory), reverse=True))
+
+
+def _check_prefixes(roots: list[Root]) -> None:
+    """Two roots behind one internal location would let the proxy serve a file
+    of one root for the other's URI: prefixes must be distinct and not nested."""
+    for i, a in enumerate(roots):
+        for b in roots[i + 1 :]:
+            shorter, longer = sorted((a.prefix + "/", b.prefix + "/"), key=len)
+            if longer.startswith(shorter):
+                raise ConfigError(
+                    f"XACCEL_ROOTS prefixes {a.prefix!r} and {b.prefix!r} overlap: "
+                    "give each directory a prefix of its own"
+                )
 
 
 def parse_networks(value: object) -> tuple[Network, ...]:
@@ -211,10 +239,11 @@ def parse_networks(value: object) -> tuple[Network, ...]:
 def _secret(value: object) -> object:
     if value is None:
         return None
+    # A proxy's header value arrives with surrounding whitespace trimmed (RFC 9110
+    # §5.5), so a secret read with a trailing space or newline could never match.
+    value = value.strip() if isinstance(value, str) else value
     if not isinstance(value, str) or len(value) < 16 or not value.isascii() or not value.isprintable():
-        raise ConfigError(
-            "XACCEL_PROXY_SECRET is invalid: use at least 16 printable ASCII characters"
-        )
+        raise ConfigError("XACCEL_PROXY_SECRET is invalid: use at least 16 printable ASCII characters")
     return value
 
 
@@ -259,7 +288,12 @@ def _region(value: object) -> object:
 
 
 def _buckets(value: object) -> object:
-    items = _split(value) if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    if isinstance(value, str):
+        items: list[object] = list(_split(value))
+    elif isinstance(value, (tuple, list, set, frozenset)):
+        items = list(value)
+    else:
+        raise ConfigError(f"XACCEL_S3_BUCKETS={value!r} is invalid: use comma-separated bucket names")
     for item in items:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(item)):
             raise ConfigError(f"XACCEL_S3_BUCKETS item {item!r} is invalid: use S3 bucket names")
@@ -276,11 +310,13 @@ _PARSERS: dict[str, Parser] = {
     "accel_buffering": _buffering,
     "accel_limit_rate": _integer("XACCEL_LIMIT_RATE", 0, optional=True),
     "accel_expires": _expires,
-    "chunk_size": _integer("XACCEL_CHUNK_SIZE", 4096),
+    # A chunk is read into memory whole; 64 MiB per request is already a lot.
+    "chunk_size": _integer("XACCEL_CHUNK_SIZE", 4096, 64 * 1024 * 1024),
     "s3_endpoint_url": _endpoint,
     "s3_region": _region,
     "s3_buckets": _buckets,
-    "s3_url_lifetime": _integer("XACCEL_S3_URL_LIFETIME", 1),
+    # SigV4 presigned URLs are valid for at most seven days.
+    "s3_url_lifetime": _integer("XACCEL_S3_URL_LIFETIME", 1, 7 * 24 * 3600),
     "s3_connect_timeout": _seconds("XACCEL_S3_CONNECT_TIMEOUT"),
     "s3_read_timeout": _seconds("XACCEL_S3_READ_TIMEOUT"),
 }

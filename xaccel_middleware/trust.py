@@ -15,7 +15,7 @@ import ipaddress
 from .settings import OFFLOAD_HEADERS, Network, OffloadHeader, Settings
 
 SENDFILE_TYPE = "x-sendfile-type"
-PROXY_SECRET = "x-accel-proxy-secret"
+PROXY_SECRET = "x-accel-proxy-secret"  # noqa: S105 (a header name)
 # Removed from every request before the app sees it.
 TRUST_HEADERS = frozenset({SENDFILE_TYPE, PROXY_SECRET})
 
@@ -30,10 +30,10 @@ def peer_is_trusted(host: str | None, networks: tuple[Network, ...]) -> bool:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return False
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d: match it
+    # against IPv4 networks as well as against IPv6 ones written that way.
     mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return any(address in network for network in networks)
+    return any(address in network or (mapped is not None and mapped in network) for network in networks)
 
 
 def offload_method(
@@ -55,8 +55,11 @@ def offload_method(
     if peer_is_trusted(peer, settings.trusted_proxies):
         return method
     expected = settings.proxy_secret
-    if expected is not None and secret is not None:
-        # compare_digest: the time taken must not reveal how much of it matched.
-        if hmac.compare_digest(secret.encode("latin-1", "replace"), expected.encode()):
-            return method
+    # compare_digest: the time taken must not reveal how much of it matched.
+    if (
+        expected is not None
+        and secret is not None
+        and hmac.compare_digest(secret.strip().encode("latin-1", "replace"), expected.encode())
+    ):
+        return method
     return None

@@ -11,27 +11,21 @@ from __future__ import annotations
 import http
 import itertools
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
 from .plan import Segment
 from .settings import Settings
+from .sources.local import TruncatedFile
 from .trust import offload_method
 
-Environ = dict[str, Any]
-ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 Headers = list[tuple[str, str]]
-
-
-class StartResponse(Protocol):
-    def __call__(
-        self, status: str, headers: Headers, exc_info: ExcInfo | None = ..., /
-    ) -> Callable[[bytes], object]: ...
-
-
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 # Request headers the middleware owns: the app never sees them.
 _HIDDEN = ("HTTP_X_SENDFILE_TYPE", "HTTP_X_ACCEL_PROXY_SECRET", "HTTP_RANGE", "HTTP_IF_RANGE")
@@ -80,8 +74,23 @@ class _SpanReader:
         self._position += len(data)
         return data
 
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        # socket.sendfile() seeks to where it stopped: close() learns from it
+        # whether the whole span went out.
+        if whence != os.SEEK_SET:
+            raise OSError("only absolute seeks are supported")
+        self._position = position
+        return position
+
     def close(self) -> None:
-        self._stream.file.close()
+        file = self._stream.file
+        try:
+            # gunicorn ignores a short sendfile(2) and, with keep-alive, waits on
+            # a connection whose body never ends. Failing here makes it close it.
+            if self._position < self._stop and file.fd >= 0 and os.fstat(file.fd).st_size < self._stop:
+                raise TruncatedFile(f"{file.path} shrank below byte {self._stop} while it was sent")
+        finally:
+            file.close()
 
 
 class _StreamBody:
@@ -125,8 +134,10 @@ class _Captured:
         self._start_response = start_response
         self.started = False
 
-    def __call__(self, status: str, headers: Headers, exc_info: ExcInfo | None = None) -> Callable[[bytes], object]:
-        if exc_info is not None and self.started:
+    def __call__(
+        self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        if exc_info is not None and exc_info[1] is not None and self.started:
             raise exc_info[1].with_traceback(exc_info[2])
         self.status, self.headers = status, headers
         return self._write
@@ -146,6 +157,14 @@ def _without_marker(headers: Headers) -> Headers:
     return [(k, v) for k, v in headers if k.lower() != "x-accel-source"]
 
 
+def _header_bytes(value: str) -> bytes:
+    # PEP 3333 values are latin-1; an app that broke that rule meant text.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
 def _marker(headers: Headers) -> str | None:
     for name, value in headers:
         if name.lower() == "x-accel-source":
@@ -156,12 +175,12 @@ def _marker(headers: Headers) -> str | None:
 class XAccelWSGIMiddleware:
     """Wrap a WSGI application: ``application = XAccelWSGIMiddleware(application)``."""
 
-    def __init__(self, app: WSGIApp, settings: Settings | None = None) -> None:
+    def __init__(self, app: WSGIApplication, settings: Settings | None = None) -> None:
         self.app = app
         self.settings = settings if settings is not None else Settings.from_env()
         self._decider = Decider(self.settings)
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         offload_with = offload_method(
             self.settings,
             environ.get("REMOTE_ADDR"),
@@ -175,39 +194,55 @@ class XAccelWSGIMiddleware:
         environ["wsgi.file_wrapper"] = FileBody
 
         captured = _Captured(start_response)
-        body: Iterable[bytes] = self.app(environ, captured)
-        if captured.status is None:
-            # start_response may come with the first item (PEP 3333).
-            iterator = iter(body)
-            first = next(iterator, None)
-            body = _Chained(first, iterator, body)
+        try:
+            body: Iterable[bytes] = self.app(environ, captured)
+            if captured.status is None:
+                # start_response may come with the first item (PEP 3333).
+                try:
+                    iterator = iter(body)
+                    first = next(iterator, None)
+                except BaseException:
+                    _close(body)
+                    raise
+                body = _Chained(first, iterator, body)
+        finally:
+            # gunicorn only uses sendfile(2) when isinstance(body, environ["wsgi.file_wrapper"]),
+            # checked after the app returns: it must find its own class there again.
+            if server_wrapper is None:
+                environ.pop("wsgi.file_wrapper", None)
+            else:
+                environ["wsgi.file_wrapper"] = server_wrapper
         if captured.started:
             return body
         status, headers = captured.status or "500 Internal Server Error", captured.headers
 
         marker = _marker(headers)
-        is_file = isinstance(body, FileBody)
-        if status[:3] != "200" or (marker is None and not is_file):
+        file_body = body if isinstance(body, FileBody) else None
+        if status[:3] != "200" or (marker is None and file_body is None):
             if marker is not None:
                 headers = _without_marker(headers)
-            if is_file and server_wrapper is not None:
-                body = server_wrapper(body.filelike, body.block_size)  # type: ignore[union-attr]
+            if file_body is not None and server_wrapper is not None:
+                body = server_wrapper(file_body.filelike, file_body.block_size)
             captured.start(status, headers)
             return body
 
         request = Request(environ["REQUEST_METHOD"], conditional, offload_with)
+        outcome: Outcome | None
         try:
             if marker is not None:
-                outcome = self._decider.for_marker(marker.encode("latin-1"), request, headers)
+                outcome = self._decider.for_marker(_header_bytes(marker), request, headers)
             else:
-                outcome = self._file_outcome(body, request, headers)  # type: ignore[arg-type]
+                assert file_body is not None
+                outcome = self._file_outcome(file_body, request, headers)
         except BaseException:
             _close(body)
             raise
         if outcome is None:
             # A file-like we cannot take over (no fd or name): send it as the app meant.
             captured.start(status, headers)
-            return server_wrapper(body.filelike, body.block_size) if server_wrapper else body  # type: ignore[union-attr,no-any-return]
+            if file_body is not None and server_wrapper is not None:
+                return server_wrapper(file_body.filelike, file_body.block_size)  # type: ignore[no-any-return]
+            return body
         _close(body)  # replaced by the outcome; a file's fd was duplicated first
         return self._send(outcome, captured, environ, server_wrapper)
 
@@ -215,9 +250,15 @@ class XAccelWSGIMiddleware:
         name = getattr(body.filelike, "name", None)
         try:
             fd = body.filelike.fileno()
+            # A file the app has read or seeked into is meant from there on
+            # (Django's FileResponse honours it), and a pipe or device is no
+            # file to plan: both are sent as the app meant.
+            tell = getattr(body.filelike, "tell", None)
+            position = tell() if tell is not None else 0
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
         except (AttributeError, OSError, ValueError):
             return None
-        if not isinstance(name, str):
+        if not isinstance(name, str) or position != 0 or not regular:
             return None
         return self._decider.for_file(name, fd, request, headers)
 
@@ -225,7 +266,7 @@ class XAccelWSGIMiddleware:
         self,
         outcome: Outcome,
         captured: _Captured,
-        environ: Environ,
+        environ: WSGIEnvironment,
         server_wrapper: Any,
     ) -> Iterable[bytes]:
         if isinstance(outcome, Offload):

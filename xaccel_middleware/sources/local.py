@@ -45,10 +45,12 @@ def confine(path: str, roots: tuple[Root, ...]) -> tuple[str, Root]:
     return real, root
 
 
-def offload_target(real: str, root: Root, method: OffloadHeader, settings: Settings) -> OffloadTarget:
-    """X-Accel-Redirect gets the internal URI; X-Sendfile the absolute path."""
+def offload_target(real: str, root: Root, method: OffloadHeader, settings: Settings) -> OffloadTarget | None:
+    """X-Accel-Redirect gets the internal URI; X-Sendfile the absolute path, or
+    ``None`` when that path cannot be written in a header (stream it instead)."""
     if method == "X-Sendfile":
-        return OffloadTarget("x-sendfile", header_text(real))
+        text = header_text(real)
+        return None if text is None else OffloadTarget("x-sendfile", text)
     relative = real[len(root.directory.rstrip(os.sep)) + 1 :]
     return OffloadTarget("x-accel-redirect", internal_uri(root.prefix, relative), nginx_extras(settings))
 
@@ -74,8 +76,9 @@ class LocalFile:
     @classmethod
     def open(cls, path: str, follow: bool = False) -> LocalFile:
         # A confined path is already resolved: O_NOFOLLOW refuses a symlink
-        # swapped in for its last component since.
-        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+        # swapped in for its last component since. O_NONBLOCK: opening a FIFO
+        # would otherwise wait for a writer forever; it is refused just below.
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
         if not follow:
             flags |= getattr(os, "O_NOFOLLOW", 0)
         try:
@@ -86,6 +89,7 @@ class LocalFile:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError(404, "not a regular file")
+            os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise

@@ -1,0 +1,386 @@
+"""Local sources: XACCEL_ROOTS, confinement to the roots, markers (paths,
+file:// URIs, Django's RFC 2047 values) and the internal URIs nginx decodes."""
+
+from __future__ import annotations
+
+import contextlib
+import email.header
+import os
+import threading
+import unicodedata
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+import pytest
+from cases import CONTENT
+from conftest import PREFIX, Media, open_fds
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xaccel_middleware import ConfigError, Settings, marker_for_path
+from xaccel_middleware.decide import Decider, Offload, Refuse, Request, Stream
+from xaccel_middleware.errors import SourceError
+from xaccel_middleware.offload import internal_uri
+from xaccel_middleware.plan import plan_response
+from xaccel_middleware.settings import Root, parse_roots
+from xaccel_middleware.sources import S3Location, parse_marker
+from xaccel_middleware.sources.local import LocalFile, TruncatedFile, confine
+
+OFFLOAD = Request("GET", {}, "X-Accel-Redirect")
+STREAM = Request("GET", {}, None)
+
+# --- XACCEL_ROOTS -----------------------------------------------------------
+
+
+def test_roots_parse_pairs(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").mkdir()
+    (tmp_path / "c=d").mkdir()
+    text = f" {tmp_path}/a=/pa/ , {tmp_path}/a/b=/pb,{tmp_path}/c=d=/pc "
+    roots = parse_roots(text)
+    # Longest directory first, so that a nested root wins.
+    assert roots == (
+        Root(f"{tmp_path}/a/b", "/pb"),
+        Root(f"{tmp_path}/c=d", "/pc"),
+        Root(f"{tmp_path}/a", "/pa"),
+    )
+
+
+def test_roots_resolve_symlinked_directories(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    assert parse_roots(f"{tmp_path}/link=/p") == (Root(str(tmp_path / "real"), "/p"),)
+
+
+def test_roots_from_a_mapping_and_from_roots(tmp_path: Path) -> None:
+    from_mapping = Settings(roots={str(tmp_path): "/p"})
+    assert from_mapping.roots == (Root(str(tmp_path), "/p"),)
+    assert Settings(roots=from_mapping.roots).roots == from_mapping.roots
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{d}",  # no prefix
+        "=/p",  # no directory
+        "relative=/p",
+        "{d}/missing=/p",
+        "{d}/file=/p",  # not a directory
+        "{d}=",  # empty prefix
+        "{d}=/",  # the whole site
+        "{d}=p",  # not absolute
+        "{d}=/p?x",
+        "{d}=/p#x",
+        "{d}=/p%20",
+        "{d}=/p q",
+        "{d}=/p/../q",
+        "{d}=/p//q",
+        "{d}=/./p",
+        "{d}=/p,{d}/sub=/p",  # one prefix for two directories
+        "{d}=/p,{d}/sub=/p/sub",  # nested prefixes
+    ],
+)
+def test_bad_roots(tmp_path: Path, text: str) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ConfigError, match="XACCEL_ROOTS"):
+        parse_roots(text.format(d=tmp_path))
+
+
+def test_prefixes_that_only_share_characters_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    assert len(parse_roots(f"{tmp_path}=/p,{tmp_path}/sub=/p-sub")) == 2
+
+
+# --- Confinement ------------------------------------------------------------
+
+
+@pytest.fixture
+def roots(media: Media) -> tuple[Root, ...]:
+    return media.settings().roots
+
+
+def test_confine_accepts_a_file_inside(media: Media, roots: tuple[Root, ...]) -> None:
+    real, root = confine(str(media.file), roots)
+    assert (real, root.prefix) == (str(media.file.resolve()), PREFIX)
+
+
+def test_confine_rejects_dotdot(media: Media, roots: tuple[Root, ...]) -> None:
+    with pytest.raises(SourceError):
+        confine(f"{media.root}/../media-private/secret.txt", roots)
+
+
+def test_confine_allows_dotdot_that_stays_inside(media: Media, roots: tuple[Root, ...]) -> None:
+    (media.root / "sub").mkdir()
+    real, _ = confine(f"{media.root}/sub/../file.txt", roots)
+    assert real == str(media.file.resolve())
+
+
+def test_confine_rejects_a_symlink_pointing_out(media: Media, roots: tuple[Root, ...]) -> None:
+    (media.root / "out.txt").symlink_to(media.private)
+    (media.root / "outdir").symlink_to(media.private.parent)
+    for path in (media.root / "out.txt", media.root / "outdir" / "secret.txt"):
+        with pytest.raises(SourceError):
+            confine(str(path), roots)
+
+
+def test_confine_follows_a_symlink_that_stays_inside(media: Media, roots: tuple[Root, ...]) -> None:
+    (media.root / "alias.txt").symlink_to("file.txt")
+    assert confine(str(media.root / "alias.txt"), roots)[0] == str(media.file.resolve())
+
+
+def test_confine_rejects_the_sibling_sharing_the_prefix(media: Media, roots: tuple[Root, ...]) -> None:
+    assert str(media.private).startswith(str(media.root))
+    with pytest.raises(SourceError):
+        confine(str(media.private), roots)
+
+
+def test_confine_rejects_the_root_itself_and_relative_paths(media: Media, roots: tuple[Root, ...]) -> None:
+    for path in (str(media.root), str(media.root) + "/", "file.txt", "media/file.txt", ""):
+        with pytest.raises(SourceError):
+            confine(path, roots)
+
+
+def test_confine_rejects_nul(media: Media, roots: tuple[Root, ...]) -> None:
+    with pytest.raises(SourceError):
+        confine(f"{media.file}\x00.png", roots)
+
+
+def test_nothing_is_served_without_roots(media: Media) -> None:
+    with pytest.raises(SourceError):
+        confine(str(media.file), ())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/srv/a\x00b",
+        b"/srv/a\rb",
+        b"/srv/a\nb",
+        b"file:///srv/a%00b",
+        b"file:///srv/a%0Ab",
+        b"file:///srv/a%0db",
+        b"relative/path",
+        b"./file",
+        b"",
+        b"file:relative",
+        b"file://otherhost/srv/a",
+        b"file:///srv/a?x=1",
+        b"file:///srv/a#frag",
+        b"http://example.com/a",
+        b"s3://",
+        b"s3://bucket",
+        b"s3://bucket/",
+        b"=?utf-8?b?L3Nydi9hAGI=?=",  # RFC 2047 hiding a NUL
+        b"=?utf-8?q?=0A?=",
+        b"=?nonexistent-charset?q?/srv/a?=",
+        b"=?utf-8?b?/w==?=",  # a byte that is not UTF-8
+    ],
+)
+def test_bad_markers_are_refused(raw: bytes) -> None:
+    with pytest.raises(SourceError) as info:
+        parse_marker(raw)
+    assert info.value.status == 404
+
+
+@given(st.binary(max_size=80))
+def test_parse_marker_fails_only_with_source_error(raw: bytes) -> None:
+    with contextlib.suppress(SourceError):
+        parse_marker(raw)
+
+
+@given(st.binary(max_size=40))
+def test_parse_marker_never_returns_a_relative_path_or_control_bytes(raw: bytes) -> None:
+    for candidate in (raw, b"/" + raw, b"file:///" + raw, b"=?utf-8?b?" + raw + b"?="):
+        try:
+            marker = parse_marker(candidate)
+        except SourceError:
+            continue
+        if isinstance(marker, str):
+            assert marker.startswith("/")
+            assert not {"\x00", "\r", "\n"} & set(marker)
+
+
+def test_fifo_and_directory_are_refused_without_hanging(media: Media) -> None:
+    fifo = media.root / "pipe"
+    os.mkfifo(fifo)
+    decider = Decider(media.settings())
+    results: list[object] = []
+    worker = threading.Thread(
+        target=lambda: results.extend(
+            decider.for_marker(str(p).encode(), STREAM, []) for p in (fifo, media.root)
+        )
+    )
+    worker.start()
+    worker.join(timeout=5)
+    if worker.is_alive():  # unblock the open() so that the test process can end
+        with open(fifo, "wb"):
+            pass
+        worker.join()
+        pytest.fail("opening a FIFO blocked the request")
+    assert results == [Refuse(404), Refuse(404)]
+
+
+def test_fifo_and_directory_are_not_offloaded(media: Media) -> None:
+    fifo = media.root / "pipe"
+    os.mkfifo(fifo)
+    (media.root / "dir").mkdir()
+    decider = Decider(media.settings())
+    for path in (fifo, media.root / "dir"):
+        assert decider.for_marker(str(path).encode(), OFFLOAD, []) == Refuse(404)
+
+
+# --- Markers and internal URIs ----------------------------------------------
+
+NAMES = [
+    "plain.txt",
+    "with space.txt",
+    "100%.txt",
+    "%41.txt",  # must not turn into A.txt
+    "hash#tag.txt",
+    "what?.txt",
+    "a+b.txt",
+    "semi;colon&amp=.txt",
+    "quote'\"<>.txt",
+    "back\\slash.txt",
+    unicodedata.normalize("NFC", "café.txt"),
+    unicodedata.normalize("NFD", "café.txt"),
+    "日本語.txt",
+    "emoji-😀.txt",
+    "tab\tname.txt",
+    "sub dir/deep/file.txt",
+]
+NON_UTF8 = [b"latin1-\xe9.txt", b"bad-\xff\xfe.txt", b"\x80.txt"]
+
+
+def _make(root: Path, name: bytes) -> Path:
+    path = os.path.join(os.fsencode(root), name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"content of " + name)
+    return Path(os.fsdecode(path))
+
+
+@pytest.mark.parametrize("name", [os.fsencode(n) for n in NAMES] + NON_UTF8, ids=repr)
+def test_internal_uri_decodes_back_to_the_exact_bytes(media: Media, name: bytes) -> None:
+    path = _make(media.root, name)
+    outcome = Decider(media.settings()).for_marker(marker_for_path(path).encode("latin-1"), OFFLOAD, [])
+    assert isinstance(outcome, Offload), outcome
+    uri = dict(outcome.headers)["x-accel-redirect"]
+    assert uri.isascii() and uri.isprintable() and " " not in uri
+    assert "?" not in uri and "#" not in uri  # nginx would split a raw "?" off as a query
+    # nginx percent-decodes X-Accel-Redirect, then maps the prefix onto the root.
+    assert unquote_to_bytes(uri) == os.fsencode(PREFIX) + b"/" + name
+
+
+@pytest.mark.parametrize("name", [os.fsencode(n) for n in NAMES] + NON_UTF8, ids=repr)
+def test_file_marker_reaches_the_file(media: Media, name: bytes) -> None:
+    path = _make(media.root, name)
+    marker = marker_for_path(path)
+    assert marker.startswith("file:///")
+    marker.encode("latin-1")  # fits in a PEP 3333 header as it is
+    assert parse_marker(marker.encode("latin-1")) == str(path)
+    outcome = Decider(media.settings()).for_marker(marker.encode("latin-1"), STREAM, [])
+    assert isinstance(outcome, Stream)
+    try:
+        assert outcome.prefetch(1 << 20) == [b"content of " + name]
+    finally:
+        outcome.file.close()
+
+
+def test_internal_uri_keeps_slashes_and_escapes_the_rest() -> None:
+    assert internal_uri("/p", "a b/c%d/e?f") == "/p/a%20b/c%25d/e%3Ff"
+
+
+@pytest.mark.parametrize("name", ["café.txt", "Ünïcödé.txt", "£.txt"])
+def test_a_plain_path_with_latin1_text_as_frameworks_send_it(media: Media, name: str) -> None:
+    """Django and Starlette write a str header value as latin-1 bytes: "é" is
+    one byte 0xE9 on the wire, and still means the file named "é"."""
+    path = _make(media.root, os.fsencode(name))
+    assert parse_marker(str(path).encode("latin-1")) == str(path)
+    assert parse_marker(str(path).encode("utf-8")) == str(path)
+
+
+@pytest.mark.parametrize("name", ["日本語.txt", "€uro.txt", unicodedata.normalize("NFD", "café.txt")])
+def test_django_rfc2047_values(media: Media, name: str) -> None:
+    """What Django's HttpResponse makes of a header value that is not latin-1."""
+    path = _make(media.root, os.fsencode(name))
+    encoded = email.header.Header(str(path), "utf-8", maxlinelen=10_000).encode()
+    assert encoded.startswith("=?utf-8?")
+    assert parse_marker(encoded.encode("latin-1")) == str(path)
+    outcome = Decider(media.settings()).for_marker(encoded.encode("latin-1"), STREAM, [])
+    assert isinstance(outcome, Stream)
+    outcome.file.close()
+
+
+def test_rfc2047_in_another_charset() -> None:
+    assert parse_marker(b"=?iso-8859-1?q?/srv/caf=E9.txt?=") == "/srv/café.txt"
+
+
+def test_django_really_encodes_that_way() -> None:
+    """The header store of Django's HttpResponse (it needs no settings)."""
+    from django.http.response import ResponseHeaders
+
+    headers = ResponseHeaders({})
+    headers["X-Accel-Source"] = "/srv/日本/x.txt"
+    assert headers["X-Accel-Source"].startswith("=?utf-8?")
+    assert parse_marker(headers["X-Accel-Source"].encode("latin-1")) == "/srv/日本/x.txt"
+    headers["X-Accel-Source"] = "/srv/café.txt"
+    assert headers["X-Accel-Source"] == "/srv/café.txt"  # latin-1: sent as it is
+    assert parse_marker(headers["X-Accel-Source"].encode("latin-1")) == "/srv/café.txt"
+
+
+def test_s3_markers_parse() -> None:
+    assert parse_marker(b"s3://bucket/a%20b/c%2Fd.txt") == S3Location("bucket", "a b/c/d.txt")
+    outcome = Decider(Settings()).for_marker(b"s3://bucket/key", STREAM, [])
+    assert outcome == Refuse(404)  # no S3 source configured in this build
+
+
+# --- LocalFile --------------------------------------------------------------
+
+
+def test_local_file_close_is_idempotent(media: Media) -> None:
+    before = open_fds()
+    file = LocalFile.open(str(media.file))
+    assert open_fds() == before + 1
+    file.close()
+    file.close()
+    assert open_fds() == before
+
+
+def test_local_file_refuses_a_symlink_swapped_in(media: Media) -> None:
+    link = media.root / "link"
+    link.symlink_to(media.private)
+    with pytest.raises(SourceError):
+        LocalFile.open(str(link))
+
+
+def test_local_file_reads_are_bounded(media: Media) -> None:
+    file = LocalFile.open(str(media.file))
+    try:
+        with open(media.file, "ab") as f:
+            f.write(b"grown")
+        assert b"".join(file.read(0, len(CONTENT), 4)) == CONTENT
+        assert b"".join(file.read(2, 5, 1)) == CONTENT[2:5]
+    finally:
+        file.close()
+
+
+def test_prefetch_of_a_file_that_shrank_raises_rather_than_send_short(media: Media) -> None:
+    file = LocalFile.open(str(media.file))
+    plan = plan_response("GET", {}, file.meta)
+    os.truncate(media.file, 5)
+    try:
+        with pytest.raises(TruncatedFile):
+            Stream(file, plan).prefetch(1 << 20)
+    finally:
+        file.close()
+
+
+def test_local_file_meta(media: Media) -> None:
+    file = LocalFile.open(str(media.file))
+    file.close()
+    st_ = os.stat(media.file)
+    assert file.meta.size == len(CONTENT)
+    assert file.meta.content_type == "text/plain"
+    assert file.meta.etag == f'"{st_.st_ino:x}-{st_.st_mtime_ns:x}-{st_.st_size:x}"'
