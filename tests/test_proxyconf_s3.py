@@ -101,3 +101,16 @@ def test_the_proxy_accepts_it(tmp_path: Path, kind: ProxyKind, endpoint: str) ->
         files.argv(program, check=True), env=files.env(SECRET), capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+def test_the_docs_show_what_the_generator_prints() -> None:
+    """deploy/README-s3.md's configuration excerpts, for the settings it names."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "deploy" / "README-s3.md").read_text()
+    settings = Settings(proxy_secret=SECRET, s3_buckets="course-media", s3_region="eu-west-1")
+    printed = {kind: render(kind, settings, upstream=UP, listen=("0.0.0.0", 80)) for kind in KINDS}
+    blocks = re.findall(r"```(nginx|caddy)\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 3
+    for kind, block in blocks:
+        assert block in printed[kind], block

@@ -118,7 +118,8 @@ def nginx_upstream(s3: S3Upstream) -> list[str]:
     needs a named group (or a resolver) for a host name."""
     return [
         "",
-        "# S3, pinned: presigned requests go here and nowhere else.",
+        "# S3, pinned: presigned requests go here and nowhere else. nginx resolves",
+        "# a name when it starts: reload it daily, since S3's addresses change.",
         "upstream xaccel_s3 {",
         f"    server {'[' + s3.host + ']' if ':' in s3.host else s3.host}:{s3.port};",
         "    keepalive 16;",

@@ -74,11 +74,15 @@ S3_URI_HEADER = "X-Accel-S3-Uri"
 _VAGUE_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 
 
+def region(settings: Settings) -> str:
+    return settings.s3_region or "us-east-1"
+
+
 def endpoint_url(settings: Settings) -> str:
     """The one S3 endpoint that both the client and the proxy use."""
     if settings.s3_endpoint_url:
         return settings.s3_endpoint_url
-    return f"https://s3.{settings.s3_region or 'us-east-1'}.amazonaws.com"
+    return f"https://s3.{region(settings)}.amazonaws.com"
 
 
 def object_meta(head: dict[str, Any], location: S3Location) -> tuple[FileMeta, str | None]:
@@ -171,7 +175,7 @@ class S3Source:
         if self._session is None:
             self._session = _new_session()
         config = AioConfig(
-            region_name=self.settings.s3_region,
+            region_name=region(self.settings),
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             connect_timeout=self.settings.s3_connect_timeout,
