@@ -254,3 +254,79 @@ def test_failure_mid_body_aborts_the_connection(server: str, mode: str) -> None:
                 received += chunk
     assert len(received) < 256 * 1024
     assert time.monotonic() - started < 1.0 + 1.5  # the read timeout, and margin
+
+
+async def _lifespan(app: Any, fail_startup: bool = False) -> list[str]:
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        events.put_nowait({"type": kind})
+    replies: list[str] = []
+
+    async def send(message: Any) -> None:
+        replies.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, events.get, send)
+    return replies
+
+
+async def test_an_app_without_lifespan_still_gets_the_client_closed(s3: S3Server) -> None:
+    async def django_like(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError("Django can only handle ASGI/HTTP connections, not lifespan.")
+        await s3_app._asgi_inner(scope, receive, send)
+
+    app = XAccelMiddleware(django_like, s3.settings(mode="stream"))
+    await call_asgi(app, "/s3/" + KEY, [])
+    (client,) = [f.result() for f in app.decider.s3._clients.values()]
+    assert await _lifespan(app) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert client._endpoint.http_session._sessions is None
+
+
+async def test_a_failing_startup_is_the_apps_failure(s3: S3Server) -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("the database is down")
+
+    with pytest.raises(RuntimeError, match="database"):
+        await _lifespan(XAccelMiddleware(broken, s3.settings()))
+
+
+EXIT_SCRIPT = """
+import asyncio, sys
+from xaccel_middleware import Settings, XAccelMiddleware, XAccelWSGIMiddleware
+sys.path.insert(0, sys.argv[2])
+import s3_app
+settings = Settings(s3_endpoint_url=sys.argv[1], s3_region="us-east-1", s3_buckets="media", mode="stream")
+path = "/s3/" + sys.argv[3]
+if sys.argv[4] == "wsgi":
+    app = XAccelWSGIMiddleware(s3_app._wsgi_inner, settings)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path.encode().decode("latin-1"), "wsgi.input": None}
+    body = app(environ, lambda status, headers, exc_info=None: print(status))
+    print(b"".join(body)); body.close()
+else:
+    app = XAccelMiddleware(s3_app._asgi_inner, settings)
+    async def main():
+        sent = []
+        async def send(m): sent.append(m)
+        async def receive(): await asyncio.sleep(60)
+        await app({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send)
+        print(sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())  # a server that ran no lifespan; the loop is left open
+"""
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_clients_are_closed_at_exit(s3: S3Server, kind: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, s3.endpoint, str(TESTS), KEY, kind],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert repr(CONTENT) in done.stdout
+    assert "Unclosed" not in done.stderr, done.stderr

@@ -19,6 +19,7 @@ import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from . import lifespan
 from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
 from .plan import ByteSpan, Plan
 from .settings import Settings
@@ -51,7 +52,7 @@ class XAccelMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
+            await lifespan.run(self.app, scope, receive, send, self.decider.aclose)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -83,16 +84,6 @@ class XAccelMiddleware:
         response = _Response(self, request, receive, send, server)
         await self.app(inner, receive, response.send)
         await response.finish()
-
-    def _lifespan_send(self, send: Send) -> Send:
-        """The S3 client lives on the server's loop: close it as the lifespan ends."""
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.decider.aclose()
-            await send(message)
-
-        return wrapped
 
 
 class _Response:
