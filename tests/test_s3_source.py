@@ -179,7 +179,7 @@ async def test_bucket_outside_the_allowlist_is_404_and_warned(
     assert outcome == Refuse(404)
     assert "XACCEL_S3_BUCKETS" in caplog.text
     # Nothing was asked of S3: no client was even made.
-    assert decider._s3 is None or not decider._s3._clients
+    assert decider._s3 is None or not decider._s3.clients.by_loop
 
 
 async def test_access_refused_is_404_with_a_hint(
@@ -337,7 +337,7 @@ async def test_one_client_per_loop_reused_and_closed(s3: S3Server) -> None:
     assert sessions and not any(s.closed for s in sessions)
     await source.aclose()
     assert http._sessions is None and all(s.closed for s in sessions)
-    assert not source._clients
+    assert not source.clients.by_loop
 
 
 def test_wsgi_threads_share_one_loop_and_one_client(s3: S3Server) -> None:
@@ -362,5 +362,5 @@ def test_wsgi_threads_share_one_loop_and_one_client(s3: S3Server) -> None:
         thread.join()
     assert not errors
     assert len({id(c) for c in clients}) == 1
-    assert list(source._clients) == [source.bridge().loop]
+    assert list(source.clients.by_loop) == [source.bridge().loop]
     source.run(source.aclose())

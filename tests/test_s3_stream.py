@@ -155,12 +155,12 @@ async def test_lifespan_shutdown_closes_the_client(s3: S3Server) -> None:
         replies.append(message["type"])
 
     await call_asgi(app, "/s3/" + KEY, [])
-    (client,) = [f.result() for f in app.decider.s3._clients.values()]
+    (client,) = [f.result() for f in app.decider.s3.clients.by_loop.values()]
     http = client._endpoint.http_session
     assert http._sessions is not None
     await app({"type": "lifespan", "asgi": {"version": "3.0"}}, events.get, send)
     assert replies == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert http._sessions is None and not app.decider.s3._clients
+    assert http._sessions is None and not app.decider.s3.clients.by_loop
 
 
 def test_wsgi_requests_share_one_loop_thread_and_client(s3: S3Server, wsgi_client: httpx.Client) -> None:
@@ -277,7 +277,7 @@ async def test_an_app_without_lifespan_still_gets_the_client_closed(s3: S3Server
 
     app = XAccelMiddleware(django_like, s3.settings(mode="stream"))
     await call_asgi(app, "/s3/" + KEY, [])
-    (client,) = [f.result() for f in app.decider.s3._clients.values()]
+    (client,) = [f.result() for f in app.decider.s3.clients.by_loop.values()]
     assert await _lifespan(app) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert client._endpoint.http_session._sessions is None
 

@@ -6,13 +6,9 @@ variables, shared files, instance roles). Only buckets in the allowlist are
 served: any other gets a 404 and a warning. aiobotocore is imported on the
 first S3 request, never at import time.
 
-The client. One aiobotocore client, and so one connection pool, per event loop,
-made on first use:
-
-- under ASGI, on the server's loop; it is closed when the lifespan ends
-  (``lifespan.shutdown``), or at exit for a server that runs no lifespan;
-- under WSGI, on the process's single S3 loop thread (:mod:`.loop`, which says
-  why not ``async_to_sync``); it is closed when the process exits.
+The client: one per event loop, made on first use and closed at the end
+(:mod:`.s3_clients`). WSGI threads reach theirs through one loop thread
+(:mod:`.loop`, which says why not ``async_to_sync``).
 
 Addressing is path-style on one endpoint (``https://s3.REGION.amazonaws.com``
 when none is set), so that every presigned URL has the same host, and the
@@ -42,12 +38,10 @@ a short body for a whole one.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import hashlib
 import logging
 import mimetypes
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -58,13 +52,12 @@ from ..offload import OffloadTarget, nginx_extras
 from ..plan import FileMeta, Segment
 from ..settings import Settings
 from . import S3Location, loop
+from .s3_clients import S3Clients
 
 log = logging.getLogger("xaccel_middleware")
 
 T = TypeVar("T")
 
-# Enough for many concurrent downloads: each holds a connection for its body.
-MAX_CONNECTIONS = 64
 # Offload: X-Accel-Redirect to this internal location, with the presigned
 # path and query in this header. The proxy adds its pinned S3 host.
 S3_LOCATION = "/_xaccel_s3/"
@@ -147,62 +140,16 @@ class S3Source:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.endpoint = endpoint_url(settings)
-        self._clients: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] = {}
-        self._session: Any = None
+        self.clients = S3Clients(settings, self.endpoint, region(settings))
         # Metadata calls: connect + read, whatever retries happen inside.
         self.deadline = settings.s3_connect_timeout + settings.s3_read_timeout
-        if not _sources:
-            atexit.register(_close_all)
-        _sources.add(self)
-        # A source dropped while its loops run (a middleware replaced) closes its clients.
-        weakref.finalize(self, _close_soon, self._clients).atexit = False
-
-    # -- the client --------------------------------------------------------
 
     async def client(self) -> Any:
-        """This loop's client, made on first use; concurrent first uses share it."""
-        running = asyncio.get_running_loop()
-        future = self._clients.get(running)
-        if future is None or (future.done() and _made(future) is None):
-            for stale in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[stale]
-            future = self._clients[running] = asyncio.ensure_future(self._make_client())
-        return await asyncio.shield(future)
-
-    async def _make_client(self) -> Any:
-        from aiobotocore.config import AioConfig
-
-        if self._session is None:
-            self._session = _new_session()
-        config = AioConfig(
-            region_name=region(self.settings),
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            connect_timeout=self.settings.s3_connect_timeout,
-            read_timeout=self.settings.s3_read_timeout,
-            # Retries with backoff would outlast the deadline; _call retries
-            # the one failure that a retry reliably fixes, at once.
-            retries={"total_max_attempts": 1},
-            max_pool_connections=MAX_CONNECTIONS,
-        )
-        creator = self._session.create_client("s3", endpoint_url=self.endpoint, config=config)
-        return await creator.__aenter__()
+        return await self.clients.get()
 
     async def aclose(self) -> None:
         """Close the client of the running loop (ASGI lifespan shutdown)."""
-        future = self._clients.pop(asyncio.get_running_loop(), None)
-        client = _made(future) if future is not None and future.done() else None
-        if client is not None:
-            await client.__aexit__(None, None, None)
-
-    def close_idle(self) -> None:
-        """At exit: close the clients of loops that are neither running nor closed."""
-        for owner, future in list(self._clients.items()):
-            client = _made(future) if future.done() else None
-            if client is None or owner.is_closed() or owner.is_running():
-                continue
-            del self._clients[owner]
-            owner.run_until_complete(client.__aexit__(None, None, None))
+        await self.clients.aclose()
 
     def bridge(self) -> loop.LoopThread:
         """The loop thread that WSGI requests run this source's coroutines on."""
@@ -284,52 +231,6 @@ async def s3_offload_target(
     if not any(name.lower() == "content-type" for name, _ in app_headers):
         extra.append(("content-type", guess_type(location.key)))
     return OffloadTarget("x-accel-redirect", S3_LOCATION, tuple(extra))
-
-
-_sources: weakref.WeakSet[S3Source] = weakref.WeakSet()
-_loader: Any = None
-
-
-def _new_session() -> Any:
-    """A session sharing the process's botocore data loader: the S3 model is
-    read and parsed once per process, not once per middleware."""
-    global _loader
-    from aiobotocore.session import get_session
-    from botocore.loaders import create_loader
-
-    session = get_session()
-    if _loader is None:
-        _loader = create_loader()
-    session.register_component("data_loader", _loader)
-    return session
-
-
-def _made(future: asyncio.Future[Any]) -> Any:
-    """The client a finished creation made, or None if it failed."""
-    if future.cancelled() or future.exception() is not None:
-        return None
-    return future.result()
-
-
-def _close_soon(clients: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]]) -> None:
-    for owner, future in clients.items():
-        client = _made(future) if future.done() else None
-        if client is not None and owner.is_running():
-            asyncio.run_coroutine_threadsafe(client.__aexit__(None, None, None), owner)
-
-
-def _close_all() -> None:
-    """At exit: close every client, on the loop it belongs to, then stop the thread."""
-    thread = loop.current()
-    for source in list(_sources):
-        if thread is not None:
-            try:
-                thread.run(source.aclose(), 5)
-            except Exception as exc:
-                log.debug("closing the S3 client failed: %s", exc)
-        source.close_idle()
-    if thread is not None:
-        thread.stop()
 
 
 def describe(location: S3Location) -> str:
