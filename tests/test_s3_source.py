@@ -195,7 +195,7 @@ async def test_access_refused_is_404_with_a_hint(
 
 
 def test_translation_table() -> None:
-    from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
     def client_error(status: int, code: str) -> ClientError:
         return ClientError(
@@ -210,6 +210,7 @@ def test_translation_table() -> None:
     assert translate(EndpointConnectionError(endpoint_url="http://x"), "x").status == 502
     assert translate(ReadTimeoutError(endpoint_url="http://x"), "x").status == 504
     assert translate(asyncio.TimeoutError(), "x").status == 504
+    assert translate(NoCredentialsError(), "x").status == 502
 
 
 def test_buckets_without_aiobotocore_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

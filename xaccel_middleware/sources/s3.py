@@ -199,10 +199,11 @@ class S3Source:
         with the app's headers.
         """
         self.check_bucket(location)
-        client = await self.client()
         operation = "head_object" if method == "HEAD" else "get_object"
         params = {"Bucket": location.bucket, "Key": location.key, **overrides}
         try:
+            # Local work (credentials may need a refresh): bounded all the same.
+            client = await asyncio.wait_for(self.client(), self.deadline)
             lifetime = self.settings.s3_url_lifetime
             url = await client.generate_presigned_url(operation, Params=params, ExpiresIn=lifetime)
         except Exception as exc:
