@@ -168,19 +168,16 @@ class _Response:
     async def _serve(self, decide: Callable[[], Outcome]) -> None:
         self.done = True
         limit = self.middleware.settings.chunk_size
-
-        def work() -> tuple[Outcome, list[bytes] | None]:
-            outcome = decide()
-            if not isinstance(outcome, Stream):
-                return outcome, None
-            try:
-                return outcome, outcome.prefetch(limit)
-            except BaseException:
-                outcome.file.close()
-                raise
-
         loop = asyncio.get_running_loop()
-        outcome, chunks = await loop.run_in_executor(None, work)
+        if self.request.offload_with is None:
+            outcome, chunks = await loop.run_in_executor(None, _decide_and_prefetch, decide, limit)
+        else:
+            # Deciding an offload costs a realpath and a stat of cached metadata,
+            # far less than the thread hop that would carry them.
+            outcome = decide()
+            chunks = None
+            if isinstance(outcome, Stream):  # a framework's file outside every root
+                chunks = await loop.run_in_executor(None, _prefetch, outcome, limit)
         if isinstance(outcome, Stream):
             await _StreamSender(self, outcome, loop).run(chunks)
             return
@@ -257,6 +254,20 @@ class _StreamSender:
         while (await self.response.receive())["type"] != "http.disconnect":
             pass
         gone.set()
+
+
+def _prefetch(stream: Stream, limit: int) -> list[bytes] | None:
+    try:
+        return stream.prefetch(limit)
+    except BaseException:
+        stream.file.close()
+        raise
+
+
+def _decide_and_prefetch(decide: Callable[[], Outcome], limit: int) -> tuple[Outcome, list[bytes] | None]:
+    """One thread hop for a small file: resolve, open, plan and read together."""
+    outcome = decide()
+    return outcome, _prefetch(outcome, limit) if isinstance(outcome, Stream) else None
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
