@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .decide import Decider, Offload, Outcome, Refuse, Request, Stream
-from .plan import ByteSpan, Plan
+from .plan import ByteSpan, Plan, plan_head
 from .settings import Settings
 from .sources.local import LocalFile
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
@@ -128,8 +128,22 @@ class _Response:
             await self._serve(
                 lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
             )
+        elif self.start is not None and self.request.method == "HEAD" and self.request.headers:
+            await self._head(message)
         else:
             await self._pass(message)
+
+    async def _head(self, message: Message) -> None:
+        """A HEAD the app answered itself still gets its 304 or 412."""
+        plan = plan_head(self.request.headers, self.app_headers)
+        if plan is None:
+            await self._pass(message)
+            return
+        self.done = True
+        await self._send(
+            {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
+        )
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def finish(self) -> None:
         """The app returned: a marker whose body never ended is served now."""
