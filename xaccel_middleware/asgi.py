@@ -21,7 +21,7 @@ from typing import Any
 
 from . import lifespan
 from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
-from .plan import ByteSpan, Plan
+from .plan import ByteSpan, Plan, plan_head
 from .settings import Settings
 from .sources.local import LocalFile
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
@@ -133,8 +133,22 @@ class _Response:
             await self._serve(
                 lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
             )
+        elif self.start is not None and self.request.method == "HEAD" and self.request.headers:
+            await self._head(message)
         else:
             await self._pass(message)
+
+    async def _head(self, message: Message) -> None:
+        """A HEAD the app answered itself still gets its 304 or 412."""
+        plan = plan_head(self.request.headers, self.app_headers)
+        if plan is None:
+            await self._pass(message)
+            return
+        self.done = True
+        await self._send(
+            {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
+        )
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def finish(self) -> None:
         """The app returned: a marker whose body never ended is served now."""
@@ -173,22 +187,22 @@ class _Response:
     async def _serve(self, decide: Callable[[], Outcome]) -> None:
         self.done = True
         limit = self.middleware.settings.chunk_size
-
-        def work() -> tuple[Outcome, list[bytes] | None]:
-            outcome = decide()
-            if not isinstance(outcome, Stream):
-                return outcome, None
-            try:
-                return outcome, outcome.prefetch(limit)
-            except BaseException:
-                outcome.file.close()
-                raise
-
         loop = asyncio.get_running_loop()
+        # An S3 marker is awaited here, on the server's loop, never in a thread.
         early = None
         if self.marker is not None:
             early = await self.middleware.decider.for_s3_marker(self.marker, self.request, self.app_headers)
-        outcome, chunks = (early, None) if early is not None else await loop.run_in_executor(None, work)
+        if early is not None:
+            outcome, chunks = early, None
+        elif self.request.offload_with is None:
+            outcome, chunks = await loop.run_in_executor(None, _decide_and_prefetch, decide, limit)
+        else:
+            # Deciding an offload costs a realpath and a stat of cached metadata,
+            # far less than the thread hop that would carry them.
+            outcome = decide()
+            chunks = None
+            if isinstance(outcome, Stream):  # a framework's file outside every root
+                chunks = await loop.run_in_executor(None, _prefetch, outcome, limit)
         if isinstance(outcome, S3Stream):
             await _send_s3(self, outcome)
             return
@@ -290,6 +304,20 @@ async def _send_s3(response: _Response, stream: S3Stream) -> None:
     finally:
         watcher.cancel()
         await obj.aclose()
+
+
+def _prefetch(stream: Stream, limit: int) -> list[bytes] | None:
+    try:
+        return stream.prefetch(limit)
+    except BaseException:
+        stream.file.close()
+        raise
+
+
+def _decide_and_prefetch(decide: Callable[[], Outcome], limit: int) -> tuple[Outcome, list[bytes] | None]:
+    """One thread hop for a small file: resolve, open, plan and read together."""
+    outcome = decide()
+    return outcome, _prefetch(outcome, limit) if isinstance(outcome, Stream) else None
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

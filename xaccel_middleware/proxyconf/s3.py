@@ -117,7 +117,6 @@ def nginx_upstream(s3: S3Upstream) -> list[str]:
     """An ``upstream`` block, beside the server block: proxy_pass with a variable
     needs a named group (or a resolver) for a host name."""
     return [
-        "",
         "# S3, pinned: presigned requests go here and nowhere else. nginx resolves",
         "# a name when it starts: reload it daily, since S3's addresses change.",
         "upstream xaccel_s3 {",
