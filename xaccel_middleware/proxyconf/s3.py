@@ -231,6 +231,7 @@ def caddy_handle_response(s3: S3Upstream, indent: str, response: str) -> list[st
         "\t\theader_up -X-Accel-Proxy-Secret",
         "\t\theader_down -X-Amz*",
         *(f"\t\theader_down -{name}" for name in APP_OWNED),
+        *(["\t\theader_down -Content-Length"] if response == "resp" else []),
         "\t\t# S3's error documents can quote the signature: answer with Caddy's own.",
         "\t\t@xaccel_s3_missing status 403 404",
         "\t\thandle_response @xaccel_s3_missing {",
@@ -240,7 +241,17 @@ def caddy_handle_response(s3: S3Upstream, indent: str, response: str) -> list[st
         "\t\thandle_response @xaccel_s3_failed {",
         "\t\t\trespond 502",
         "\t\t}",
-        "\t}",
-        "}",
     ]
+    if response == "resp":
+        # The app's Content-Length (0) is in the answer already, and copying
+        # adds S3's beside it: set S3's in its place (a deletion would wait
+        # until the end and take both).
+        lines += [
+            "\t\t@xaccel_s3_body status 2xx",
+            "\t\thandle_response @xaccel_s3_body {",
+            "\t\t\theader Content-Length {rp.header.Content-Length}",
+            "\t\t\tcopy_response",
+            "\t\t}",
+        ]
+    lines += ["\t}", "}"]
     return [indent + line for line in lines]
