@@ -104,10 +104,12 @@ def test_the_proxy_accepts_it(tmp_path: Path, kind: ProxyKind, endpoint: str) ->
 
 
 def test_the_docs_show_what_the_generator_prints() -> None:
-    """deploy/README-s3.md's configuration excerpts, for the settings it names."""
+    """The README's S3 section: its configuration excerpts, for the settings it names."""
     import re
 
-    doc = (Path(__file__).resolve().parent.parent / "deploy" / "README-s3.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("## S3 objects")
+    doc = readme[start : readme.index("\n## ", start + 1)]
     settings = Settings(proxy_secret=SECRET, s3_buckets="course-media", s3_region="eu-west-1")
     printed = {kind: render(kind, settings, upstream=UP, listen=("0.0.0.0", 80)) for kind in KINDS}
     blocks = re.findall(r"```(nginx|caddy)\n(.*?)```", doc, re.S)
