@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import email.utils
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgi_driver import PATHSEND, ZEROCOPY, ClientGone, Message, call
-from cases import CASES, CONTENT, Case, request_headers, validators
+from cases import CASES, CONTENT, request_headers, validators
 from conftest import Media, TableFailures, open_fds
 from starlette.responses import FileResponse
 
@@ -52,16 +52,7 @@ def values_of(response_headers: Mapping[str, str]) -> dict[str, str]:
     return validators(response_headers["etag"], mtime)
 
 
-def _starlette_head_precondition(case: Case) -> bool:
-    """Starlette answers HEAD with headers and an empty body, no pathsend: the
-    middleware sees no file, so the app's own 200 goes out and a HEAD
-    precondition (304, 412) is not evaluated."""
-    return case.method == "HEAD" and case.status != 200
-
-
-async def run_table(
-    app: Any, extensions: tuple[str, ...], known: Callable[[Case], bool] = lambda c: False
-) -> None:
+async def run_table(app: Any, extensions: tuple[str, ...]) -> None:
     failures = TableFailures()
     before = open_fds()
     probe = await call(app, extensions=extensions)
@@ -72,13 +63,9 @@ async def run_table(
         assert response.status is not None
         assert response.complete, case.id
         assert "x-accel-source" not in response.headers
-        if known(case):
-            # A known limitation, checked to hold so that a fix shows up here.
-            assert (response.status, response.body) == (200, b""), case.id
-            continue
         failures.check(case, response.status, response.headers, response.body)
     assert open_fds() == before
-    failures.done(len([c for c in CASES if not known(c)]))
+    failures.done(len(CASES))
 
 
 # Small files are read in one go (prefetch), whatever the server offers; with
@@ -107,7 +94,7 @@ async def test_table_marker_app(variant: tuple[str, ...], table_media: Media) ->
 @pytest.mark.parametrize("variant", ["prefetch", "chunked", "pathsend"], indirect=True)
 async def test_table_starlette_file_response(variant: tuple[str, ...], table_media: Media) -> None:
     app = XAccelMiddleware(file_response_app(table_media.file), table_media.settings())
-    await run_table(app, variant, known=_starlette_head_precondition)
+    await run_table(app, variant)
 
 
 async def test_table_through_httpx(table_media: Media) -> None:
@@ -162,7 +149,7 @@ async def test_file_response_inside_roots_is_offloaded(media: Media) -> None:
     assert response.status == 200
     assert response.body == b""
     assert response.headers["x-accel-redirect"] == "/protected/file.txt"
-    assert "content-length" not in response.headers
+    assert response.headers["content-length"] == "0"  # the empty body, not the file
     assert response.headers["content-type"].startswith("text/plain")
 
 

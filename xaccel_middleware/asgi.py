@@ -10,7 +10,7 @@ and stats files in its own: it touches metadata only. A read runs on the loop
 too when ``preadv2(RWF_NOWAIT)`` finds its first and last page in the page
 cache; otherwise it goes to the loop's thread pool, so a read that waits for
 the disk does not block the loop. A thread hop costs more than reading 1 MiB
-from the cache (benchmarks/RESULTS.md). A small body is read whole, a large one
+from the cache (benchmarks/NOTES.md). A small body is read whole, a large one
 ``XACCEL_CHUNK_SIZE`` bytes at a time. Where the server offers ``pathsend`` or
 ``zerocopysend``, the server sends the bytes itself.
 """
@@ -18,13 +18,15 @@ from the cache (benchmarks/RESULTS.md). A small body is read whole, a large one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from .decide import Decider, Offload, Outcome, Refuse, Request, Stream
-from .plan import ByteSpan, Plan
+from . import lifespan
+from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
+from .plan import ByteSpan, Plan, plan_head
 from .settings import Settings
 from .sources.local import LocalFile
 from .trust import PROXY_SECRET, SENDFILE_TYPE, offload_method
@@ -56,6 +58,9 @@ class XAccelMiddleware:
         self.decider = Decider(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan.run(self.app, scope, receive, send, self.decider.aclose)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -143,8 +148,22 @@ class _Response:
             await self._serve(
                 lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
             )
+        elif self.start is not None and self.scope["method"] == "HEAD" and self.request.headers:
+            await self._head(message)
         else:
             await self._pass(message)
+
+    async def _head(self, message: Message) -> None:
+        """A HEAD the app answered itself still gets its 304 or 412."""
+        plan = plan_head(self.request.headers, self.app_headers)
+        if plan is None:
+            await self._pass(message)
+            return
+        self.done = True
+        await self._send(
+            {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
+        )
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def finish(self) -> None:
         """The app returned: a marker whose body never ended is served now."""
@@ -186,9 +205,27 @@ class _Response:
 
     async def _serve(self, decide: Callable[[], Outcome]) -> None:
         self.done = True
-        outcome = decide()
+        limit = self.middleware.settings.chunk_size
+        loop = asyncio.get_running_loop()
+        # An S3 marker is awaited here, on the server's loop, never in a thread.
+        early = None
+        if self.marker is not None:
+            early = await self.middleware.decider.for_s3_marker(self.marker, self.request, self.app_headers)
+        # Deciding costs a realpath, an open and a stat of cached metadata: far
+        # less than the thread hop that would carry them.
+        outcome = early if early is not None else decide()
+        chunks = None
+        if isinstance(outcome, Stream) and outcome.plan.content_length <= limit:
+            # Read before the start goes out, so that a failed read is still a 500.
+            if all(_cached(outcome.file.fd, s) for s in outcome.plan.body if isinstance(s, ByteSpan)):
+                chunks = _prefetch(outcome, limit)
+            else:
+                chunks = await loop.run_in_executor(None, _prefetch, outcome, limit)
+        if isinstance(outcome, S3Stream):
+            await _send_s3(self, outcome)
+            return
         if isinstance(outcome, Stream):
-            await _StreamSender(self, outcome, asyncio.get_running_loop()).run()
+            await _StreamSender(self, outcome, loop).run(chunks)
             return
         status = 200 if isinstance(outcome, Offload) else outcome.status
         body = outcome.body if isinstance(outcome, Refuse) else b""
@@ -203,17 +240,9 @@ class _StreamSender:
         self.response, self.stream, self.loop = response, stream, loop
         self.send = response._send
 
-    async def run(self) -> None:
+    async def run(self, chunks: list[bytes] | None) -> None:
         plan, file = self.stream.plan, self.stream.file
         try:
-            chunks = None
-            limit = self.response.middleware.settings.chunk_size
-            if plan.content_length <= limit:
-                # Read before the start goes out, so that a failed read is still a 500.
-                if all(_cached(file.fd, s) for s in plan.body if isinstance(s, ByteSpan)):
-                    chunks = self.stream.prefetch(limit)
-                else:
-                    chunks = await self.loop.run_in_executor(None, self.stream.prefetch, limit)
             await self.send(
                 {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
             )
@@ -273,9 +302,39 @@ class _StreamSender:
             watcher.cancel()
 
     async def _watch(self, gone: asyncio.Event) -> None:
-        while (await self.response.receive())["type"] != "http.disconnect":
-            pass
-        gone.set()
+        await _watch(self.response.receive, gone)
+
+
+async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+async def _send_s3(response: _Response, stream: S3Stream) -> None:
+    """An S3 body on the server's loop; an S3 failure now aborts the connection."""
+    plan, obj, send = stream.plan, stream.file, response._send
+    gone = asyncio.Event()
+    watcher = asyncio.ensure_future(_watch(response.receive, gone))
+    try:
+        await send({"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)})
+        async with contextlib.aclosing(obj.chunks()) as chunks:
+            async for chunk in chunks:
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+        await obj.aclose()
+
+
+def _prefetch(stream: Stream, limit: int) -> list[bytes] | None:
+    try:
+        return stream.prefetch(limit)
+    except BaseException:
+        stream.file.close()
+        raise
 
 
 def _cached(fd: int, span: ByteSpan) -> bool:

@@ -6,18 +6,21 @@ system calls happen here; the ASGI adapter runs these functions in a thread.
 
 from __future__ import annotations
 
+import http
+import importlib.util
 import logging
 import os
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import SourceError
+from .errors import ConfigError, SourceError
 from .offload import offload_headers
 from .plan import Plan, plan_response
 from .settings import OffloadHeader, Root, Settings
 from .sources import S3Location, parse_marker
 from .sources.local import LocalFile, confine, find_root, guess_type, offload_target
+from .sources.s3 import S3Object, S3Source, s3_offload_target
 
 log = logging.getLogger("xaccel_middleware")
 
@@ -60,10 +63,19 @@ class Refuse:
 
     @property
     def body(self) -> bytes:
-        return b"Not Found" if self.status == 404 else b"Forbidden"
+        return http.HTTPStatus(self.status).phrase.encode()
 
 
-Outcome = Offload | Stream | Refuse
+@dataclass(frozen=True)
+class S3Stream:
+    """An S3 object streamed: its body is async (``S3Object.chunks``), and its
+    first chunk is already read."""
+
+    file: S3Object
+    plan: Plan
+
+
+Outcome = Offload | Stream | S3Stream | Refuse
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,11 @@ class Decider:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._warned: set[bytes] = set()
+        self._s3: S3Source | None = None
+        if settings.s3_buckets and importlib.util.find_spec("aiobotocore") is None:
+            raise ConfigError(
+                "XACCEL_S3_BUCKETS is set but aiobotocore is missing: install xaccel-middleware[s3]"
+            )
 
     def for_marker(self, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]) -> Outcome:
         """An ``X-Accel-Source`` answer. A marker outside the roots is a 404 that
@@ -86,7 +103,13 @@ class Decider:
         try:
             marker = parse_marker(raw)
             if isinstance(marker, S3Location):
-                raise SourceError(404, "no S3 source is configured")
+                # WSGI: the whole decision is one hop to the S3 loop thread.
+                self._check_bucket(marker)
+                try:
+                    return self.s3.run(self.for_s3(marker, raw, request, app_headers))
+                except TimeoutError:
+                    log.warning("%s: no answer from S3 in time", marker)
+                    return Refuse(504)
             real, root = confine(marker, self.settings.roots)
             if request.offload_with is not None:
                 # Only a regular file: for a directory nginx would answer with a
@@ -100,6 +123,60 @@ class Decider:
         except SourceError as exc:
             self._warn(raw, exc)
             return Refuse(exc.status)
+
+    async def for_s3_marker(
+        self, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Outcome | None:
+        """An S3 marker's outcome, awaited on the caller's loop (ASGI); ``None``
+        for any other marker, which ``for_marker`` decides in a thread."""
+        try:
+            marker = parse_marker(raw)
+        except SourceError:
+            return None
+        if not isinstance(marker, S3Location):
+            return None
+        return await self.for_s3(marker, raw, request, app_headers)
+
+    async def for_s3(
+        self, location: S3Location, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Outcome:
+        """Offload with a presigned URL (no S3 round trip), or stream: HeadObject,
+        plan, then the first chunk, so that an S3 failure is still a clean answer."""
+        try:
+            self._check_bucket(location)
+            if request.offload_with == "X-Accel-Redirect":
+                target = await s3_offload_target(
+                    self.s3, location, request.method, app_headers, self.settings
+                )
+                log.debug("offload %s through the S3 location", raw[:200])
+                return Offload(offload_headers(app_headers, target))
+            obj = await self.s3.stat(location)
+            plan = plan_response(
+                request.method, request.headers, obj.meta, app_headers, self.settings.max_ranges
+            )
+            if plan.body:
+                await obj.open(plan.body, self.settings.chunk_size)
+            log.debug("stream %s: %d", obj.path, plan.status)
+            return S3Stream(obj, plan)
+        except SourceError as exc:
+            if exc.status == 404:
+                self._warn(raw, exc)
+            return Refuse(exc.status)
+
+    def _check_bucket(self, location: S3Location) -> None:
+        if location.bucket not in self.settings.s3_buckets:
+            raise SourceError(404, f"bucket {location.bucket!r} is not in XACCEL_S3_BUCKETS")
+
+    @property
+    def s3(self) -> S3Source:
+        if self._s3 is None:
+            self._s3 = S3Source(self.settings)
+        return self._s3
+
+    async def aclose(self) -> None:
+        """Close the S3 client of the running loop (ASGI lifespan shutdown)."""
+        if self._s3 is not None:
+            await self._s3.aclose()
 
     def for_file(
         self, path: str, fd: int | None, request: Request, app_headers: Sequence[tuple[str, str]]

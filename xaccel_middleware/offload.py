@@ -78,7 +78,7 @@ def offload_headers(
     """The app's headers without the body's, plus the target's.
 
     Content-Type, Content-Disposition, Cache-Control and Set-Cookie stay as the
-    app set them; the proxy adds the length and the validators. ``content_type``
+    app set them; the proxy adds the file's length and the validators. ``content_type``
     is added when the app set none: Caddy sends no type of its own.
     An ``X-Accel-*`` control the app set itself wins over the configured one.
     """
@@ -88,4 +88,8 @@ def offload_headers(
         headers.append(("content-type", content_type))
     headers.append((target.name, target.value))
     headers.extend((k, v) for k, v in target.extra if k not in names)
+    # The app's length described the dropped body. An explicit 0 (not chunked)
+    # tells nginx the answer is complete, so it keeps the upstream connection
+    # alive across an X-Accel-Redirect instead of opening one per request.
+    headers.append(("content-length", "0"))
     return headers

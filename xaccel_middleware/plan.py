@@ -107,8 +107,7 @@ def plan_response(
     etag = parse_etag(etag_text)
     decided = evaluate_preconditions(method, request, etag, last_modified)
     if decided == 304:
-        kept = [(k, v) for k, v in base if k.lower() not in _REPRESENTATION and k.lower() != "accept-ranges"]
-        return Plan(304, kept, ())
+        return _not_modified(base)
     if decided == 412:
         return _empty(412, base, [])
 
@@ -131,6 +130,34 @@ def plan_response(
         headers = [*base, ("content-range", span.content_range(size)), ("content-length", str(span.length))]
         return Plan(206, headers, spans)
     return _multipart(base, spans, size, boundary or secrets.token_hex(16))
+
+
+def plan_head(request: Mapping[str, str], app_headers: Sequence[tuple[str, str]]) -> Plan | None:
+    """A 304 or 412 for a HEAD the app answered itself, from the app's own validators.
+
+    Starlette's ``FileResponse`` answers HEAD without handing over its path, so
+    the file is never seen; its ETag and Last-Modified still decide, as they
+    would for the GET. ``None``: the app's answer stands.
+    """
+    etag = last_modified = None
+    for name, value in app_headers:
+        lower = name.lower()
+        if lower == "etag":
+            etag = parse_etag(value)
+        elif lower == "last-modified":
+            last_modified = parse_http_date(value)
+    if etag is None and last_modified is None:
+        return None
+    decided = evaluate_preconditions("HEAD", request, etag, last_modified)
+    base = [(k, v) for k, v in app_headers if k.lower() not in _REPLACED]
+    if decided == 304:
+        return _not_modified(base)
+    return _empty(412, base, []) if decided == 412 else None
+
+
+def _not_modified(base: Headers) -> Plan:
+    kept = [(k, v) for k, v in base if k.lower() not in _REPRESENTATION and k.lower() != "accept-ranges"]
+    return Plan(304, kept, ())
 
 
 def _validators(headers: Headers, names: set[str], meta: FileMeta) -> tuple[str, int]:

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .decide import Decider, Offload, Refuse, Request, Stream
+from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
 from .plan import Segment
 from .settings import Settings
 from .sources.local import TruncatedFile
@@ -109,6 +109,19 @@ class _StreamBody:
 
     def close(self) -> None:
         self._stream.file.close()
+
+
+class _S3Body:
+    """An S3 body, each chunk awaited on the S3 loop thread; closed exactly once."""
+
+    def __init__(self, stream: S3Stream) -> None:
+        self._obj = stream.file
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._obj.iterate()
+
+    def close(self) -> None:
+        self._obj.close()
 
 
 class _Captured:
@@ -214,7 +227,7 @@ class XAccelWSGIMiddleware:
             return body
 
         request = Request(environ["REQUEST_METHOD"], conditional, offload_with)
-        outcome: Offload | Stream | Refuse | None
+        outcome: Outcome | None
         try:
             if marker is not None:
                 outcome = self._decider.for_marker(_header_bytes(marker), request, headers)
@@ -233,9 +246,7 @@ class XAccelWSGIMiddleware:
         _close(body)  # replaced by the outcome; a file's fd was duplicated first
         return self._send(outcome, captured, environ, server_wrapper)
 
-    def _file_outcome(
-        self, body: FileBody, request: Request, headers: Headers
-    ) -> Offload | Stream | Refuse | None:
+    def _file_outcome(self, body: FileBody, request: Request, headers: Headers) -> Outcome | None:
         name = getattr(body.filelike, "name", None)
         try:
             fd = body.filelike.fileno()
@@ -253,7 +264,7 @@ class XAccelWSGIMiddleware:
 
     def _send(
         self,
-        outcome: Offload | Stream | Refuse,
+        outcome: Outcome,
         captured: _Captured,
         environ: WSGIEnvironment,
         server_wrapper: Any,
@@ -266,6 +277,8 @@ class XAccelWSGIMiddleware:
             return [outcome.body]
         plan = outcome.plan
         captured.start(_status_line(plan.status), plan.headers)
+        if isinstance(outcome, S3Stream):
+            return _S3Body(outcome)
         if not plan.body:
             outcome.file.close()
             return []

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import re
 
+from ..sources.s3 import S3_LOCATION
 from .model import PARITY_HEADERS, SECRET_VARIABLE, ProxySetup, header_comment, host_port
+from .s3 import caddy_handle_response
 
 _BARE = re.compile(r"^[A-Za-z0-9._~/:\-\[\]*]+$")
 
@@ -60,6 +62,7 @@ def render(setup: ProxySetup) -> str:
         "\t\theader_up X-Sendfile-Type X-Accel-Redirect",
         "\t\t" + _secret_line(setup, "header_up"),
         "",
+        *(caddy_handle_response(setup.s3, "\t\t", "rp") if setup.s3 else []),
         "\t\t@xaccel_redirect header X-Accel-Redirect *",
         "\t\thandle_response @xaccel_redirect {",
         *_offload(setup, "\t\t\t", "rp"),
@@ -95,6 +98,7 @@ def render_intercept(setup: ProxySetup) -> str:
         *_internal(setup, ""),
         "",
         "intercept {",
+        *(caddy_handle_response(setup.s3, "\t", "resp") if setup.s3 else []),
         "\t@xaccel_redirect header X-Accel-Redirect *",
         "\thandle_response @xaccel_redirect {",
         "\t\t# intercept keeps every app header, the X-Accel-* ones included.",
@@ -108,6 +112,8 @@ def render_intercept(setup: ProxySetup) -> str:
 
 def _internal(setup: ProxySetup, indent: str) -> list[str]:
     prefixes = " ".join(quote(root.prefix + "/*") for root in setup.roots)
+    if setup.s3 is not None:
+        prefixes = f"{prefixes} {S3_LOCATION}*".strip()
     return [
         f"{indent}# Caddy has no `internal`: a client asking for a prefix directly gets 404.",
         f"{indent}@xaccel_internal path {prefixes}",

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..settings import Root, Settings
+
+if TYPE_CHECKING:
+    from .s3 import S3Upstream
 
 Address = tuple[str, int]
 
@@ -56,6 +60,8 @@ class ProxySetup:
     uses_secret: bool
     # The settings' variables and values, for the header comment (no secrets).
     described: tuple[tuple[str, str], ...] = ()
+    # The S3 endpoint when XACCEL_S3_BUCKETS is set (see .s3).
+    s3: S3Upstream | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, upstream: Address, listen: Address) -> ProxySetup:
@@ -68,7 +74,11 @@ class ProxySetup:
             raise ConfigError(
                 "XACCEL_OFFLOAD_HEADER must be X-Accel-Redirect for nginx and Caddy (X-Sendfile: Apache)"
             )
-        if not settings.roots:
+        from .s3 import S3Upstream
+        from .s3 import described as s3_described
+
+        s3 = S3Upstream.from_settings(settings)
+        if not settings.roots and s3 is None:
             raise ConfigError("XACCEL_ROOTS is empty: there is no directory for the proxy to serve")
         for root in settings.roots:
             check_root(root)
@@ -80,7 +90,8 @@ class ProxySetup:
             # Longest prefix first, so that nested prefixes read in matching order.
             tuple(sorted(settings.roots, key=lambda r: (-len(r.prefix), r.prefix))),
             settings.proxy_secret is not None,
-            described,
+            described + (s3_described(settings) if s3 else ()),
+            s3,
         )
         return setup
 

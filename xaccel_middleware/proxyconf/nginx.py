@@ -41,7 +41,9 @@ import re
 
 from ..errors import ConfigError
 from .model import DROPPED_BY_NGINX, SECRET_VARIABLE, ProxySetup, header_comment, host_port
+from .s3 import nginx_location, nginx_upstream
 
+UPSTREAM = "xaccel_app"
 SECRET_FILE = "xaccel-secret.conf"  # noqa: S105 (a file name)
 _BARE = re.compile(r"^[A-Za-z0-9._~/:\-\[\]]+$")
 
@@ -75,10 +77,24 @@ def render(setup: ProxySetup) -> str:
             "#   (umask 077; printf 'proxy_set_header X-Accel-Proxy-Secret \"%s\";\\n' \\",
             f'#     "${SECRET_VARIABLE}" > /etc/nginx/{SECRET_FILE})',
         ]
+    lines += [
+        "",
+        "# Kept-alive connections to the app: a new one per request would cost the",
+        "# app more CPU than deciding the offload does.",
+        f"upstream {UPSTREAM} {{",
+        f"    server {host_port(setup.upstream)};",
+        "    keepalive 16;",
+        "}",
+        "",
+    ]
+    if setup.s3 is not None:
+        lines += nginx_upstream(setup.s3)
     lines += ["server {", f"    listen {host_port(setup.listen)};", ""]
     lines += _app_location(setup)
     for root in setup.roots:
         lines += _internal_location(root.prefix, root.directory)
+    if setup.s3 is not None:
+        lines += nginx_location(setup.s3)
     lines[-1] = "}"
     return "\n".join(lines) + "\n"
 
@@ -92,8 +108,9 @@ def _app_location(setup: ProxySetup) -> list[str]:
         "    # The app. proxy_set_header replaces whatever the client sent in these",
         "    # headers, so only this proxy can ask the app to offload.",
         "    location / {",
-        f"        proxy_pass http://{host_port(setup.upstream)};",
+        f"        proxy_pass http://{UPSTREAM};",
         "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";  # keep the upstream connection alive',
         "        proxy_pass_request_headers on;",
         "        proxy_set_header Host $http_host;",
         "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
