@@ -4,6 +4,7 @@ optionally a proxy in front, and the URL the load goes to."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +54,20 @@ def _app_env(media: str) -> dict[str, str]:
     }
 
 
-def _uvicorn(name: str, app: str, run: Path, media: str) -> Server:
+def _uvicorn(name: str, app: str, run: Path, media: str, library: Path | None = None) -> Server:
+    """uvicorn serving ``app``; with ``library``, the library is imported from that
+    checkout instead of this one (the apps still come from this one)."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     # Pinned: uvloop and httptools, where installed, would change every uvicorn figure.
     argv += ["--http", "h11", "--loop", "asyncio"]
     argv += ["--lifespan", "off", "--no-access-log", "--log-level", "warning"]
-    return Server(name, argv, port, run / f"{name}.log", _app_env(media), str(ROOT))
+    env = _app_env(media)
+    if library is None:
+        return Server(name, argv, port, run / f"{name}.log", env, str(ROOT))
+    # Run outside both trees, so that the current folder shadows neither.
+    env["PYTHONPATH"] = os.pathsep.join([str(library), env["PYTHONPATH"]])
+    return Server(name, argv, port, run / f"{name}.log", env, str(run))
 
 
 def _granian(name: str, app: str, run: Path, media: str) -> Server | None:
@@ -81,8 +89,17 @@ def _gunicorn(name: str, app: str, run: Path, media: str) -> Server | None:
     return Server(name, argv, port, run / f"{name}.log", _app_env(media), str(ROOT))
 
 
-def build(run: Path, media: str) -> tuple[list[Contender], list[Missing]]:
-    """Every contender, with its servers created but not started."""
+def _revision(checkout: Path) -> str:
+    """The checkout's commit, for the report's label."""
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    return done.stdout.strip()[:60] if done.returncode == 0 and done.stdout.strip() else checkout.name
+
+
+def build(run: Path, media: str, baseline: Path | None = None) -> tuple[list[Contender], list[Missing]]:
+    """Every contender, with its servers created but not started. ``baseline``: another
+    checkout of the library, streamed on uvicorn beside this one (before and after)."""
     found: list[Contender] = []
     missing: list[Missing] = []
     settings = Settings(roots=f"{media}={proxies.PREFIX}", trusted_proxies="127.0.0.1/32")
@@ -108,6 +125,13 @@ def build(run: Path, media: str) -> tuple[list[Contender], list[Missing]]:
         "",
         ours=True,
     )
+    if baseline is not None:
+        add(
+            "baseline-uvicorn",
+            f"xaccel stream, uvicorn, library at {_revision(baseline)}",
+            _uvicorn("baseline-uvicorn", "benchmarks.apps.asgi:xaccel_app", run, media, baseline),
+            "",
+        )
     add(
         "xaccel-granian",
         "xaccel stream, granian (pathsend)",

@@ -36,6 +36,7 @@ class Workload:
 FILE_CONTENDERS = (
     "starlette",
     "xaccel-uvicorn",
+    "baseline-uvicorn",  # only with --baseline
     "xaccel-granian",
     "django",
     "whitenoise",

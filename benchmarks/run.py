@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--media", help="folder for the served files, kept between runs (default: in the temp folder)"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of the library (say, git worktree add DIR main): streamed beside this one",
+    )
     parser.add_argument("--replot", metavar="JSON", help="only rewrite the report from a run's saved JSON")
     parser.add_argument(
         "--out", help="the Markdown report (default: benchmarks/RESULTS.md; RESULTS-quick.md for --quick)"
@@ -115,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         "wrk, 1 thread" if type(loader).__name__ == "Wrk" else "the Python client in benchmarks/load.py"
     )
 
-    found, missing = contenders_mod.build(workdir, media_dir)
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    if baseline is not None and not (baseline / "xaccel_middleware" / "__init__.py").exists():
+        print(f"error: {baseline} holds no xaccel_middleware package", file=sys.stderr)
+        return 2
+    found, missing = contenders_mod.build(workdir, media_dir, baseline)
     if missing and IN_CI:
         for m in missing:
             print(f"error: {m.label} is required under CI=true: {m.why}", file=sys.stderr)
