@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     __package__ = "benchmarks"
 
 from benchmarks import contenders, measure
-from benchmarks.load import make_loader
+from benchmarks.load import LoadResult, make_loader
 from benchmarks.media import make_media
 from benchmarks.procs import find_binary, tree
 
@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in reversed(servers):
             server.stop()
-    print(f"{chosen.label}, {workload.label}: {result[0]}")
+    load = result[0]
+    assert isinstance(load, LoadResult)
+    print(
+        f"{chosen.label}, {workload.label}: {load.rps:,.0f} req/s, {load.mbps:,.1f} MB/s, p99 {load.p99_ms} ms"
+    )
+    print("py-spy --gil: samples of the thread holding the GIL, that is, of Python at work.")
     print(_summary(raw, args.top))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
