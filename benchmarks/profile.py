@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     load = result[0]
     assert isinstance(load, LoadResult)
-    print(
-        f"{chosen.label}, {workload.label}: {load.rps:,.0f} req/s, {load.mbps:,.1f} MB/s, p99 {load.p99_ms} ms"
-    )
+    figures = f"{load.rps:,.0f} req/s, {load.mbps:,.1f} MB/s, p99 {load.p99_ms:.1f} ms"
+    print(f"{chosen.label}, {workload.label}: {figures}")
     print("py-spy --gil: samples of the thread holding the GIL, that is, of Python at work.")
     print(_summary(raw, args.top))
     shutil.rmtree(workdir, ignore_errors=True)
