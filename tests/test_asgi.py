@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_driver import PATHSEND, ZEROCOPY, ClientGone, Message, call
+from asgi_driver import PATHSEND, ZEROCOPY, ClientGone, Message, call, scope_for
 from cases import CASES, CONTENT, request_headers, validators
 from conftest import Media, TableFailures, open_fds
 from starlette.responses import FileResponse
@@ -309,3 +309,62 @@ async def test_a_failed_read_before_the_answer_closes_the_file(
     with pytest.raises(TruncatedFile):
         await call(app)
     assert open_fds() == before
+
+
+async def test_upper_case_header_names_are_still_owned(media: Media) -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["headers"])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-accel-source", str(media.file).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    settings = media.settings(proxy_secret="s" * 20)
+    scope = scope_for(headers={"Range": "bytes=0-1", "X-Sendfile-Type": "X-Accel-Redirect"})
+    scope["headers"] += [(b"X-Accel-Proxy-Secret", b"s" * 20), (b"RANGE", b"bytes=0-1")]
+    messages: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+
+    await XAccelMiddleware(app, settings)(scope, receive, send)
+    assert [
+        n for n, _ in seen[0] if n.lower() in (b"range", b"x-accel-proxy-secret", b"x-sendfile-type")
+    ] == []
+    assert (b"x-accel-redirect", b"/protected/file.txt") in messages[0]["headers"]
+
+
+async def test_a_message_before_the_start_does_not_disarm_the_marker(media: Media) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.debug", "info": {}})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-accel-source", str(media.file).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    messages: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+
+    await XAccelMiddleware(app, media.settings(mode="stream"))(scope_for(), receive, send)
+    assert messages[0]["type"] == "http.response.debug"
+    start = messages[1]
+    assert all(name != b"x-accel-source" for name, _ in start["headers"])
+    assert b"".join(m.get("body", b"") for m in messages[2:]) == CONTENT

@@ -351,7 +351,13 @@ def test_any_request(method: str, request: dict[str, str], size: int) -> None:
 
 
 def test_plan_head_uses_the_apps_own_validators() -> None:
-    app = [("content-type", "text/plain"), ("etag", '"v1"'), ("content-length", "11"), ("set-cookie", "a=b")]
+    app = [
+        ("content-type", "text/plain"),
+        ("etag", '"v1"'),
+        ("content-length", "11"),
+        ("set-cookie", "a=b"),
+        ("accept-ranges", "bytes"),
+    ]
     not_modified = plan_head({"if-none-match": 'W/"v1"'}, app)
     assert not_modified is not None and not_modified.status == 304
     names = [k for k, _ in not_modified.headers]
@@ -361,3 +367,6 @@ def test_plan_head_uses_the_apps_own_validators() -> None:
     assert failed is not None and failed.status == 412
     assert plan_head({"if-none-match": '"v2"'}, app) is None
     assert plan_head({"if-none-match": '"v1"'}, [("content-type", "text/plain")]) is None
+    # A page that is no file keeps HEAD and GET alike: the app's answer stands.
+    page = [(k, v) for k, v in app if k != "accept-ranges"]
+    assert plan_head({"if-none-match": '"v1"'}, page) is None

@@ -320,3 +320,69 @@ def test_file_wrapper_of_a_pipe_is_sent_as_the_app_meant(media: Media) -> None:
 
     result = run_wsgi(XAccelWSGIMiddleware(app, media.settings()), wsgi_environ())
     assert (result.status, result.body) == (200, b"from a pipe")
+
+
+def _wrapped(filelike: Any) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](filelike)  # type: ignore[no-any-return]
+
+    return app
+
+
+def test_a_compressed_file_object_is_sent_as_the_app_meant(media: Media) -> None:
+    # gzip.open() has a name and an fd, but reads the decompressed text.
+    import gzip
+
+    packed = media.root / "text.gz"
+    with gzip.open(packed, "wb") as out:
+        out.write(CONTENT * 100)
+    settings = media.settings(mode="offload")
+    compressed = gzip.open(packed, "rb")  # noqa: SIM115 (the body owns it)
+    result = run_wsgi(XAccelWSGIMiddleware(_wrapped(compressed), settings), wsgi_environ())
+    assert (result.status, result.body) == (200, CONTENT * 100)
+    assert "x-accel-redirect" not in result.headers
+
+
+def test_a_deleted_temporary_file_is_streamed_not_offloaded(media: Media) -> None:
+    # The proxy would open the name after the app closed and removed the file.
+    scratch = media.root / "scratch.txt"
+    scratch.write_bytes(CONTENT)
+    handle = open(scratch, "rb")  # noqa: SIM115 (the body owns it)
+    scratch.unlink()
+    app = XAccelWSGIMiddleware(_wrapped(handle), media.settings(mode="offload"))
+    result = run_wsgi(app, wsgi_environ())
+    assert (result.status, result.body) == (200, CONTENT)
+    assert "x-accel-redirect" not in result.headers
+
+
+def test_a_replaced_file_is_streamed_from_what_the_app_opened(media: Media) -> None:
+    handle = open(media.file, "rb")  # noqa: SIM115 (the body owns it)
+    replacement = media.root / "new.txt"
+    replacement.write_bytes(b"replaced!!\n")
+    os.replace(replacement, media.file)
+    result = run_wsgi(XAccelWSGIMiddleware(_wrapped(handle), media.settings(mode="offload")), wsgi_environ())
+    assert (result.status, result.body) == (200, CONTENT)
+
+
+def test_exc_info_after_the_start_goes_to_the_server(media: Media) -> None:
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        try:
+            raise ValueError("late")
+        except ValueError:
+            import sys
+
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        yield b""
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        seen.append((status, exc_info is not None))
+        return lambda data: None
+
+    body = XAccelWSGIMiddleware(app, media.settings())(wsgi_environ(), start_response)
+    assert b"".join(body) == b"partial"
+    assert seen == [("200 OK", False), ("500 Internal Server Error", True)]

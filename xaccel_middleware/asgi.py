@@ -66,11 +66,12 @@ class XAccelMiddleware:
             return
         # Most responses are not files: keep this path to a few lookups, and read
         # the request's own headers only when a file is served.
+        # Servers send lower-case names, as the spec asks; the spec does not insist.
         headers = scope["headers"]
-        owned = [(name, value) for name, value in headers if name in _OWNED]
+        owned = [(name.lower(), value) for name, value in headers if name.lower() in _OWNED]
         inner = dict(scope)
         if owned:
-            inner["headers"] = [(name, value) for name, value in headers if name not in _HIDDEN]
+            inner["headers"] = [(name, value) for name, value in headers if name.lower() not in _HIDDEN]
         server = scope.get("extensions") or {}
         if _PATHSEND not in server:
             inner["extensions"] = {**server, _PATHSEND: {}}
@@ -136,6 +137,10 @@ class _Response:
         kind = message["type"]
         if kind == "http.response.start":
             await self._on_start(message)
+        elif self.start is None:
+            # Not a response yet (a test client's http.response.debug, say):
+            # forward it and keep watching for the start.
+            await self._send(message)
         elif self.marker is not None:
             if kind == _PATHSEND or not message.get("more_body", False):
                 await self._serve(
@@ -143,12 +148,12 @@ class _Response:
                         self.marker or b"", self.request, self.app_headers
                     )
                 )
-        elif kind == _PATHSEND and self.start is not None:
+        elif kind == _PATHSEND:
             path = message["path"]
             await self._serve(
                 lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
             )
-        elif self.start is not None and self.scope["method"] == "HEAD" and self.request.headers:
+        elif self.scope["method"] == "HEAD" and self.request.headers:
             await self._head(message)
         else:
             await self._pass(message)

@@ -185,7 +185,7 @@ class Decider:
         a root it may be offloaded; outside, it is streamed as the app meant."""
         real = os.path.realpath(path)
         root = find_root(real, self.settings.roots)
-        if root is not None and request.offload_with is not None:
+        if root is not None and request.offload_with is not None and _same_file(fd, real):
             offload = self._offload(real, root, request, app_headers)
             if offload is not None:
                 return offload
@@ -227,3 +227,16 @@ def _is_regular(path: str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def _same_file(fd: int | None, path: str) -> bool:
+    """Whether the proxy, opening ``path``, would find the file the app opened:
+    not replaced since, nor deleted (a temporary file), so offloading by name is
+    right. Without an fd (pathsend) the path is all there is."""
+    if fd is None:
+        return True
+    try:
+        opened, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return opened.st_nlink > 0 and (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)

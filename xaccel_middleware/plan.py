@@ -137,16 +137,21 @@ def plan_head(request: Mapping[str, str], app_headers: Sequence[tuple[str, str]]
 
     Starlette's ``FileResponse`` answers HEAD without handing over its path, so
     the file is never seen; its ETag and Last-Modified still decide, as they
-    would for the GET. ``None``: the app's answer stands.
+    would for the GET. Only an answer that announces ``Accept-Ranges: bytes``
+    is taken for a file's: any other page keeps the app's own HEAD semantics,
+    the same as its GET. ``None``: the app's answer stands.
     """
     etag = last_modified = None
+    ranged = False
     for name, value in app_headers:
         lower = name.lower()
-        if lower == "etag":
+        if lower == "accept-ranges":
+            ranged = value.strip().lower() == "bytes"
+        elif lower == "etag":
             etag = parse_etag(value)
         elif lower == "last-modified":
             last_modified = parse_http_date(value)
-    if etag is None and last_modified is None:
+    if not ranged or (etag is None and last_modified is None):
         return None
     decided = evaluate_preconditions("HEAD", request, etag, last_modified)
     base = [(k, v) for k, v in app_headers if k.lower() not in _REPLACED]

@@ -9,6 +9,7 @@ wrappers read to EOF, so everywhere else a bounded iterator sends the bytes.
 from __future__ import annotations
 
 import http
+import io
 import itertools
 import os
 import stat
@@ -37,6 +38,9 @@ _CONDITIONAL = {
     "if-modified-since": "HTTP_IF_MODIFIED_SINCE",
     "if-unmodified-since": "HTTP_IF_UNMODIFIED_SINCE",
 }
+
+
+_PLAIN_FILES = (io.FileIO, io.BufferedReader, io.BufferedRandom)
 
 
 class FileBody:
@@ -137,8 +141,9 @@ class _Captured:
     def __call__(
         self, status: str, headers: Headers, exc_info: OptExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        if exc_info is not None and exc_info[1] is not None and self.started:
-            raise exc_info[1].with_traceback(exc_info[2])
+        if self.started:
+            # Already passed on: only the server may still replace it (PEP 3333).
+            return self._start_response(status, headers, exc_info)
         self.status, self.headers = status, headers
         return self._write
 
@@ -247,6 +252,10 @@ class XAccelWSGIMiddleware:
         return self._send(outcome, captured, environ, server_wrapper)
 
     def _file_outcome(self, body: FileBody, request: Request, headers: Headers) -> Outcome | None:
+        # Only a plain file's bytes are the bytes on disk: gzip.open() and its
+        # kin have a name and an fd too, but read something else.
+        if not isinstance(body.filelike, _PLAIN_FILES):
+            return None
         name = getattr(body.filelike, "name", None)
         try:
             fd = body.filelike.fileno()
@@ -276,7 +285,11 @@ class XAccelWSGIMiddleware:
             captured.start(_status_line(outcome.status), outcome.headers)
             return [outcome.body]
         plan = outcome.plan
-        captured.start(_status_line(plan.status), plan.headers)
+        try:
+            captured.start(_status_line(plan.status), plan.headers)
+        except BaseException:
+            outcome.file.close()  # nothing else owns it yet
+            raise
         if isinstance(outcome, S3Stream):
             return _S3Body(outcome)
         if not plan.body:
