@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import email.header
+import errno
 import os
+import resource
 import threading
 import unicodedata
 from pathlib import Path
@@ -353,6 +355,50 @@ def test_local_file_refuses_a_symlink_swapped_in(media: Media) -> None:
     link.symlink_to(media.private)
     with pytest.raises(SourceError):
         LocalFile.open(str(link))
+
+
+def test_running_out_of_descriptors_is_a_503_not_a_cacheable_404(media: Media) -> None:
+    """EMFILE is an outage: a 404 would be cached and hide it."""
+    decider = Decider(media.settings())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Below the descriptors already open: the next open() gets EMFILE.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))
+    try:
+        with pytest.raises(SourceError) as info:
+            LocalFile.open(str(media.file))
+        outcome = decider.for_marker(str(media.file).encode(), STREAM, [])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert info.value.status == 503
+    assert outcome == Refuse(503) and outcome.body == b"Service Unavailable"
+
+
+OPEN_ERRORS = [
+    # No file to serve here.
+    (errno.ENOENT, 404),
+    (errno.ENOTDIR, 404),
+    (errno.ELOOP, 404),
+    (errno.EACCES, 404),
+    (errno.EISDIR, 404),
+    (errno.ENXIO, 404),
+    (errno.EAGAIN, 404),
+    # The server failing.
+    (errno.EMFILE, 503),
+    (errno.ENFILE, 503),
+    (errno.EIO, 503),
+    (errno.ENOMEM, 503),
+]
+
+
+@pytest.mark.parametrize(("code", "status"), OPEN_ERRORS, ids=[errno.errorcode[c] for c, _ in OPEN_ERRORS])
+def test_open_errors_map_to_a_status(code: int, status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_open(path: str, flags: int) -> int:
+        raise OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(os, "open", failing_open)
+    with pytest.raises(SourceError) as info:
+        LocalFile.open("/srv/media/file.txt")
+    assert info.value.status == status
 
 
 def test_local_file_reads_are_bounded(media: Media) -> None:

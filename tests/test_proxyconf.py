@@ -103,6 +103,7 @@ def test_internal_locations_and_header_parity(media: Path) -> None:
     assert re.search(
         r"location /_protected/ \{\s+internal;\s+alias " + re.escape(f"{media}/;"), texts["nginx"]
     )
+    assert re.search(r"location /_protected/ \{[^}]*\n\s+disable_symlinks on;\n", texts["nginx"])
     assert (
         "add_header Content-Security-Policy $upstream_http_content_security_policy always;" in texts["nginx"]
     )
@@ -276,6 +277,17 @@ def test_the_tutor_snippet_is_accepted(tmp_path: Path, media: Path) -> None:
     assert '"handler":"intercept"' in checked.stdout
 
 
+def test_the_tutor_snippet_says_who_else_receives_the_secret() -> None:
+    """request_header reaches every reverse_proxy of the site, a plugin's too:
+    the lines say so, and how to strip it there."""
+    with_secret = tutor_snippet()
+    assert "request_header X-Accel-Proxy-Secret {env.XACCEL_PROXY_SECRET}" in with_secret
+    assert "every reverse_proxy of\n# this site receives the secret" in with_secret
+    assert "`header_up -X-Accel-Proxy-Secret`" in with_secret
+    by_address = render_tutor(settings_with_roots(TUTOR_ROOTS, trusted_proxies="10.0.0.0/8"))
+    assert "receives the secret" not in by_address
+
+
 # --- a live run with awkward directory and file names -------------------------
 
 
@@ -321,6 +333,35 @@ def test_awkward_directories_serve(tmp_path: Path, kind: ProxyKind) -> None:
     assert (inner_file.status_code, inner_file.content) == (200, b"inner\n")
     # The proxy's ETag, not the middleware's: the proxy sent these bytes.
     assert outer_file.headers["etag"] != direct.headers["etag"]
+
+
+def test_nginx_refuses_a_symlink_swapped_in_after_the_apps_check(tmp_path: Path) -> None:
+    """The middleware redirects to a file's real path; a symlink found there by
+    nginx was put in place after the check, and may lead out of the root."""
+    program = proxy_binary("nginx")
+    media, outside = tmp_path / "media", tmp_path / "outside"
+    media.mkdir()
+    outside.mkdir()
+    (media / "plain.txt").write_bytes(b"inside\n")
+    (outside / "secret.txt").write_bytes(b"outside\n")
+    (media / "swapped.txt").symlink_to(outside / "secret.txt")
+    (media / "dir").symlink_to(outside)
+    settings = Settings(roots=f"{media}=/_protected", proxy_secret=SECRET)
+
+    # What the middleware would send had the link been a file when it looked.
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("X-Accel-Redirect", "/_protected" + environ["PATH_INFO"])])
+        return []
+
+    port = free_port()
+    with wsgi_app(app) as app_port:
+        site = render("nginx", settings, upstream=("127.0.0.1", app_port), listen=("127.0.0.1", port))
+        with started_proxy("nginx", site, port, SECRET, program) as proxy:
+            plain = httpx.get(proxy.url + "/plain.txt")
+            swapped = [httpx.get(proxy.url + path) for path in ("/swapped.txt", "/dir/secret.txt")]
+    assert (plain.status_code, plain.content) == (200, b"inside\n")
+    for answer in swapped:
+        assert answer.status_code in (403, 404) and b"outside" not in answer.content
 
 
 # --- deploy/ and the deployment docs -------------------------------------------

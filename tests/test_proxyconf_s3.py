@@ -4,16 +4,23 @@ tests/test_e2e_s3.py; this is about the text."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
-from servers import require
+from servers import free_port, require
 
 from xaccel_middleware import ConfigError, Settings
 from xaccel_middleware.proxyconf import KINDS, ProxyKind, render, render_tutor
 from xaccel_middleware.proxyconf.s3 import S3Upstream
-from xaccel_middleware.proxyrun import find_binary, write_proxy_files
+from xaccel_middleware.proxyrun import find_binary, started_proxy, write_proxy_files
+from xaccel_middleware.sources.s3 import S3_LOCATION, S3_URI_HEADER, endpoint_url
 
 SECRET = "0123456789abcdef-secret"
 UP, LISTEN = ("127.0.0.1", 8000), ("127.0.0.1", 8080)
@@ -40,6 +47,10 @@ def test_upstream_is_the_clients_endpoint() -> None:
     explicit = S3Upstream.from_settings(s3_settings(s3_endpoint_url="https://minio.example.org:443"))
     assert explicit is not None and explicit.host_header == "minio.example.org"
     assert S3Upstream.from_settings(Settings()) is None
+    # botocore signs the Host as the endpoint spells it: the proxy must send that one.
+    mixed = s3_settings(s3_endpoint_url="http://MinIO:9000")
+    upstream = S3Upstream.from_settings(mixed)
+    assert upstream is not None and upstream.url == endpoint_url(mixed) == "http://minio:9000"
 
 
 def test_nginx_pins_the_host_and_clears_credentials() -> None:
@@ -71,6 +82,25 @@ def test_caddy_pins_the_host_and_clears_credentials(tutor: bool) -> None:
     # The S3 handler comes before the one for files, which matches any redirect.
     assert text.index("@xaccel_s3 header") < text.index("@xaccel_redirect header")
     assert "@xaccel_internal path /_xaccel_s3/*" in text
+
+
+def nginx_error_pages(text: str) -> dict[int, str]:
+    """Each status code of the S3 location's error_page directives, and its target."""
+    location = text[text.index(f"location {S3_LOCATION} {{") :]
+    location = location[: location.index("\n    }")]
+    pages = {}
+    for codes, target in re.findall(r"error_page ([\d\s]+?) = (@\w+);", location):
+        pages.update({int(code): target for code in codes.split()})
+    return pages
+
+
+def test_nginx_answers_every_s3_error_itself() -> None:
+    pages = nginx_error_pages(render("nginx", s3_settings(), upstream=UP, listen=LISTEN))
+    # nginx's error_page refuses 499 (its own code for a client that left).
+    assert set(pages) == set(range(400, 600)) - {499}
+    assert {pages[code] for code in range(400, 499) if code not in (412, 416)} == {"@xaccel_s3_missing"}
+    assert {pages[code] for code in range(500, 600)} == {"@xaccel_s3_failed"}
+    assert (pages[412], pages[416]) == ("@xaccel_s3_412", "@xaccel_s3_416")
 
 
 def test_without_buckets_nothing_of_s3_is_written(tmp_path: Path) -> None:
@@ -116,3 +146,119 @@ def test_the_docs_show_what_the_generator_prints() -> None:
     assert len(blocks) >= 3
     for kind, block in blocks:
         assert block in printed[kind], block
+
+
+# --- a live run against a stand-in S3 that answers any status ------------------
+
+ERROR_DOCUMENT = b"<Error><Code>ExpiredToken</Code><SignatureProvided>abc</SignatureProvided></Error>"
+
+
+class StandInS3(BaseHTTPRequestHandler):
+    """Answers ``/bucket/STATUS``: an error document for an error, and a
+    Content-Range on a 416 unless the path asks for none (``STATUS-bare``)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        name = self.path.split("?")[0].rsplit("/", 1)[1]
+        status = int(name.split("-")[0])
+        body = b"object" if status == 200 else b"" if status == 304 else ERROR_DOCUMENT
+        self.send_response(status)
+        if status == 416 and not name.endswith("-bare"):
+            self.send_header("Content-Range", "bytes */6")
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("x-amz-request-id", "0123")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class OffloadingApp(BaseHTTPRequestHandler):
+    """What the middleware answers for an S3 offload, for the key in the path."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("X-Accel-Redirect", S3_LOCATION)
+        self.send_header(S3_URI_HEADER, "/media" + self.path + "?X-Amz-Signature=abc")
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# S3's status, and what the client must get: S3's error document never.
+STATUSES = {
+    "200": 200,
+    "304": 304,
+    "400": 404,  # ExpiredToken, InvalidToken, AuthorizationQueryParametersError
+    "403": 404,
+    "404": 404,
+    "405": 404,
+    "409": 404,
+    "412": 412,
+    "416": 416,
+    "416-bare": 416,
+    "429": 404,
+    "500": 502,
+    "501": 502,
+    "503": 502,
+    "599": 502,
+}
+
+
+@pytest.mark.parametrize("name", ["nginx", "caddy", "tutor"])
+def test_s3_errors_never_reach_the_client(name: str) -> None:
+    kind: ProxyKind = "nginx" if name == "nginx" else "caddy"
+    program = find_binary(kind)
+    require(kind, program is not None)
+    port = free_port()
+    with serving(StandInS3) as s3_port, serving(OffloadingApp) as app_port:
+        settings = s3_settings(s3_endpoint_url=f"http://127.0.0.1:{s3_port}")
+        if name == "tutor":
+            snippet = "".join(
+                f"\t{line}" if line.strip() else line for line in render_tutor(settings).splitlines(True)
+            )
+            site = (
+                f"http://:{port} {{\n\tbind 127.0.0.1\n\treverse_proxy 127.0.0.1:{app_port}\n\n{snippet}}}\n"
+            )
+        else:
+            site = render(kind, settings, upstream=("127.0.0.1", app_port), listen=("127.0.0.1", port))
+        with started_proxy(kind, site, port, SECRET, program) as proxy, httpx.Client() as client:
+            answers = {
+                (method, key): client.request(method, f"{proxy.url}/{key}")
+                for key in STATUSES
+                for method in ("GET", "HEAD")
+            }
+    for (method, key), answer in answers.items():
+        assert answer.status_code == STATUSES[key], (method, key)
+        assert b"Error" not in answer.content and b"Signature" not in answer.content, (method, key)
+        assert not any(h.lower().startswith("x-amz") for h in answer.headers), (method, key)
+        if STATUSES[key] in (412, 416):
+            assert answer.content == b"", (method, key)
+    assert answers["GET", "200"].content == b"object"
+    assert answers["GET", "416"].headers["content-range"] == "bytes */6"
+    assert "content-range" not in answers["GET", "416-bare"].headers

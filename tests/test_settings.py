@@ -19,12 +19,20 @@ BAD = [
     ("XACCEL_ROOTS", "{tmp}"),
     ("XACCEL_ROOTS", "{tmp}=nope"),
     ("XACCEL_ROOTS", "{tmp}="),
+    ("XACCEL_ROOTS", "/=/_files"),  # every path on the machine would be inside
+    ("XACCEL_ROOTS", "{tmp}/../../../../../../../../..=/_files"),
     ("XACCEL_TRUSTED_PROXIES", "10.0.0.0/33"),
     ("XACCEL_TRUSTED_PROXIES", "localhost"),
     ("XACCEL_TRUSTED_PROXIES", "10.0.0.1,garbage"),
     ("XACCEL_PROXY_SECRET", "short"),
     ("XACCEL_PROXY_SECRET", "sécret-sécret-sécret"),
     ("XACCEL_PROXY_SECRET", "with\x01control-characters"),
+    # nginx's include would expand "$", end the string at '"' and unescape "\".
+    ("XACCEL_PROXY_SECRET", "with$dollar-0123456789"),
+    ("XACCEL_PROXY_SECRET", 'with"quote-0123456789'),
+    ("XACCEL_PROXY_SECRET", "back\\slash-0123456789"),
+    ("XACCEL_PROXY_SECRET", "with space-0123456789"),
+    ("XACCEL_PROXY_SECRET", "{{braces}}-0123456789"),  # doubled for str.format
     ("XACCEL_OFFLOAD_HEADER", "X-Lighttpd-Send-File"),
     ("XACCEL_MAX_RANGES", "0"),
     ("XACCEL_MAX_RANGES", "-1"),
@@ -32,6 +40,7 @@ BAD = [
     ("XACCEL_MAX_RANGES", "1.5"),
     ("XACCEL_MAX_RANGES", "١٢"),  # Arabic-Indic digits
     ("XACCEL_MAX_RANGES", "9" * 5000),  # past int()'s own digit limit
+    ("XACCEL_MAX_RANGES", "10001"),  # a cap that large caps nothing
     ("XACCEL_BUFFERING", "maybe"),
     ("XACCEL_LIMIT_RATE", "-5"),
     ("XACCEL_LIMIT_RATE", "1m"),
@@ -42,6 +51,23 @@ BAD = [
     ("XACCEL_S3_ENDPOINT_URL", "ftp://host"),
     ("XACCEL_S3_ENDPOINT_URL", "http://host/path"),
     ("XACCEL_S3_ENDPOINT_URL", "host:9000"),
+    # Written into nginx's `server` line and Caddy's reverse_proxy: no syntax may pass.
+    ("XACCEL_S3_ENDPOINT_URL", "http://x;}}include$evil{{y:9000"),  # doubled for str.format
+    ("XACCEL_S3_ENDPOINT_URL", "http://x y:9000"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://user:password@host:9000"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://host:0"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://host:65536"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://host:port"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://host?x=1"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://host#x"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://-host-"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://host..example"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://under_score"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://1.2.3.999:9000"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://::1:9000"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://[::1"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://[127.0.0.1]:9000"),
+    ("XACCEL_S3_ENDPOINT_URL", "http://[fe80::1%25eth0]:9000"),
     ("XACCEL_S3_REGION", "US East"),
     ("XACCEL_S3_BUCKETS", "Upper"),
     ("XACCEL_S3_BUCKETS", "ok-bucket,x"),
@@ -54,7 +80,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("variable", "value"), BAD, ids=[f"{v}={x[:20]!r}" for v, x in BAD])
+@pytest.mark.parametrize(("variable", "value"), BAD, ids=[f"{v}={x[:30]!r}" for v, x in BAD])
 def test_bad_value_names_the_variable(variable: str, value: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=variable) as info:
         Settings.from_env({variable: value.format(tmp=tmp_path)})
@@ -140,6 +166,35 @@ def test_good_values_are_parsed(tmp_path: Path) -> None:
         1.5,
         10.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "effective"),
+    [
+        # botocore signs the Host as written, the proxy configuration as
+        # urlsplit().hostname lowers it: both must get the one spelling.
+        ("http://MinIO:9000", "http://minio:9000"),
+        ("HTTPS://S3.EU-West-1.AmazonAWS.com/", "https://s3.eu-west-1.amazonaws.com"),
+        ("http://[::1]:9000", "http://[::1]:9000"),
+        ("http://[FE80::AB]:9000", "http://[fe80::ab]:9000"),
+        ("http://127.0.0.1:09000", "http://127.0.0.1:9000"),
+        ("https://minio.example.org:443", "https://minio.example.org:443"),
+        ("http://s3-1.internal.example:65535", "http://s3-1.internal.example:65535"),
+    ],
+)
+def test_the_endpoint_is_normalised(given: str, effective: str) -> None:
+    assert Settings(s3_endpoint_url=given).s3_endpoint_url == effective
+
+
+def test_a_link_to_the_file_systems_root_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "all").symlink_to("/")
+    with pytest.raises(ConfigError, match=r"XACCEL_ROOTS directory .* root"):
+        Settings(roots=f"{tmp_path / 'all'}=/_files")
+
+
+def test_secret_alphabet_and_range_cap_limits_are_accepted() -> None:
+    secret = "Az09-._~+/=" + "x" * 5
+    assert Settings(proxy_secret=secret, max_ranges=10_000).proxy_secret == secret
 
 
 def test_settings_are_frozen() -> None:

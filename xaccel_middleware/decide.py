@@ -191,7 +191,10 @@ class Decider:
                 return offload
         try:
             file = LocalFile.from_fd(fd, real) if fd is not None else LocalFile.open(real, follow=True)
-        except (SourceError, OSError) as exc:
+        except SourceError as exc:
+            log.warning("cannot stream %r: %s", path, exc.reason)
+            return Refuse(exc.status)
+        except OSError as exc:
             log.warning("cannot stream %r: %s", path, exc)
             return Refuse(404)
         return self._stream(file, request, app_headers)

@@ -11,6 +11,9 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import shutil
+import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -32,21 +35,45 @@ def make_media(folder: str) -> dict[str, str]:
     """Write the sample files (once) and return their paths by name."""
     os.makedirs(folder, exist_ok=True)
     video = os.path.join(folder, VIDEO)
-    if not os.path.exists(video) or os.path.getsize(video) != VIDEO_SIZE:
+    if not _is_file_of_size(video, VIDEO_SIZE):
         # Deterministic bytes: every 32-byte block is a hash of its offset, so
         # any seek can be checked against what a Range request returns.
-        with open(video, "wb") as out:
-            for block in range(0, VIDEO_SIZE, 32 * 2048):
-                out.write(
-                    b"".join(
-                        hashlib.sha256(str(block + i).encode()).digest() for i in range(0, 32 * 2048, 32)
-                    )
-                )
+        _write_new(
+            video,
+            (
+                b"".join(hashlib.sha256(str(block + i).encode()).digest() for i in range(0, 32 * 2048, 32))
+                for block in range(0, VIDEO_SIZE, 32 * 2048)
+            ),
+        )
     pdf = os.path.join(folder, PDF)
-    if not os.path.exists(pdf):
-        with open(pdf, "wb") as out:
-            out.write(_minimal_pdf("Exam solutions: unlocked for logged-in students."))
+    if not _is_file_of_size(pdf, None):
+        _write_new(pdf, [_minimal_pdf("Exam solutions: unlocked for logged-in students.")])
     return {VIDEO: video, PDF: pdf}
+
+
+def _is_file_of_size(path: str, size: int | None) -> bool:
+    """A regular file (a symlink does not count), of ``size`` bytes if given."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
+
+
+def _write_new(path: str, blocks: Iterable[bytes]) -> None:
+    """Write a new file under a fresh name, then rename it over ``path``: a
+    symlink someone planted at ``path`` is replaced, never followed."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".xaccel-demo-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)
+            for block in blocks:
+                out.write(block)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _minimal_pdf(text: str) -> bytes:
@@ -147,7 +174,26 @@ def demo_settings(settings: Settings, media_dir: str, proxy: str | None) -> Sett
 
 
 def run(settings: Settings, port: int, proxy: str | None, proxy_port: int, media: str | None) -> int:
-    media_dir = media or os.path.join(tempfile.gettempdir(), "xaccel-demo-media")
+    if media is not None:
+        return _serve(settings, port, proxy, proxy_port, media)
+    # A private folder of this run's own: a fixed name in the shared temporary
+    # folder could be made first by another user, with links planted in it.
+    media_dir = tempfile.mkdtemp(prefix="xaccel-demo-")
+    # A plain kill must clean up too: turn SIGTERM into the Ctrl-C path.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _serve(settings, port, proxy, proxy_port, media_dir)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        shutil.rmtree(media_dir, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(settings: Settings, port: int, proxy: str | None, proxy_port: int, media_dir: str) -> int:
     files = make_media(media_dir)
     settings = demo_settings(settings, media_dir, proxy)
     app = XAccelWSGIMiddleware(make_app(files), settings)

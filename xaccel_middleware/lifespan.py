@@ -7,6 +7,11 @@ its ``lifespan.shutdown.complete`` goes out. An app without one (Django's
 no lifespan at all, and the clients open until the loop is gone; so when the
 app fails before it has even asked for the first lifespan message, the
 middleware answers the protocol itself.
+
+If closing the clients fails, the error is logged and the server gets
+``lifespan.shutdown.failed`` with its text instead of
+``lifespan.shutdown.complete``: one of the two must always go out, or the
+server waits for it.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ async def run(
 
     async def send_(message: Message) -> None:
         if message["type"] in _ENDED:
-            await on_shutdown()
+            failure = await _shut_down(on_shutdown)
+            # An app that failed already says so with its own message.
+            if failure is not None and message["type"] == "lifespan.shutdown.complete":
+                message = {"type": "lifespan.shutdown.failed", "message": failure}
         await send(message)
 
     try:
@@ -58,6 +66,19 @@ async def _answer(receive: Receive, send: Send, on_shutdown: Callable[[], Awaita
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await on_shutdown()
-            await send({"type": "lifespan.shutdown.complete"})
+            failure = await _shut_down(on_shutdown)
+            if failure is None:
+                await send({"type": "lifespan.shutdown.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.failed", "message": failure})
             return
+
+
+async def _shut_down(on_shutdown: Callable[[], Awaitable[None]]) -> str | None:
+    """Run ``on_shutdown``; on failure, log it and return the message to send."""
+    try:
+        await on_shutdown()
+    except Exception as exc:
+        log.exception("closing the middleware's S3 clients failed")
+        return f"xaccel_middleware: closing the S3 clients failed: {exc!r}"
+    return None

@@ -185,6 +185,12 @@ def parse_roots(value: object) -> tuple[Root, ...]:
             raise ConfigError(
                 f"XACCEL_ROOTS directory {directory!r} is invalid: it is not an existing directory"
             )
+        # Every path on the machine lies inside "/": confinement would mean nothing.
+        if os.path.dirname(real) == real:
+            raise ConfigError(
+                f"XACCEL_ROOTS directory {directory!r} is invalid: it is the file system's root; "
+                "name the directory that holds the files"
+            )
         if not isinstance(prefix, str):
             raise ConfigError(f"XACCEL_ROOTS prefix {prefix!r} is invalid: use an absolute URI path")
         prefix = prefix.rstrip("/")
@@ -236,14 +242,23 @@ def parse_networks(value: object) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# The secret is written into nginx's include file and Caddy's header_up: nginx
+# would expand "$", end the string at '"' and unescape "\". These characters
+# (base64, URL-safe base64 and token_urlsafe's alphabet) need no quoting anywhere.
+_SECRET = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
+
+
 def _secret(value: object) -> object:
     if value is None:
         return None
     # A proxy's header value arrives with surrounding whitespace trimmed (RFC 9110
     # §5.5), so a secret read with a trailing space or newline could never match.
     value = value.strip() if isinstance(value, str) else value
-    if not isinstance(value, str) or len(value) < 16 or not value.isascii() or not value.isprintable():
-        raise ConfigError("XACCEL_PROXY_SECRET is invalid: use at least 16 printable ASCII characters")
+    if not isinstance(value, str) or not _SECRET.fullmatch(value):
+        raise ConfigError(
+            "XACCEL_PROXY_SECRET is invalid: use at least 16 characters, only letters, digits and -._~+/= "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return value
 
 
@@ -267,15 +282,37 @@ def _expires(value: object) -> object:
     raise ConfigError(f"XACCEL_EXPIRES={value!r} is invalid: use off, seconds, or @seconds-since-midnight")
 
 
+# The endpoint's host and port are written into nginx and Caddy configurations,
+# so nothing but a host name or an address may get through.
+_ENDPOINT = re.compile(r"(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::([0-9]{1,5}))?/?")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 def _endpoint(value: object) -> object:
+    """``scheme://host[:port]``, the host lower-cased: botocore signs the Host as
+    written while ``urlsplit().hostname`` (the proxy configuration) lowers it, so
+    both must see one spelling."""
     if value is None:
         return None
-    text = str(value).strip()
-    if not re.fullmatch(r"https?://[^/\s?#]+/?", text):
+    match = _ENDPOINT.fullmatch(str(value).strip().lower())
+    if match is None or not _valid_host(match[2]) or not 0 < int(match[3] or 80) < 65536:
         raise ConfigError(
-            f"XACCEL_S3_ENDPOINT_URL={value!r} is invalid: use http(s)://host[:port] with no path"
+            f"XACCEL_S3_ENDPOINT_URL={value!r} is invalid: use http(s)://host[:port] with no path, "
+            "where host is a DNS name, an IPv4 address or an [IPv6] address, and port is 1 to 65535"
         )
-    return text.rstrip("/")
+    scheme, host, port = match.groups()
+    return f"{scheme}://{host}" + (f":{int(port)}" if port else "")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        if host.startswith("["):
+            return isinstance(ipaddress.ip_address(host[1:-1]), ipaddress.IPv6Address)
+        if host.replace(".", "").isdigit():
+            return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def _region(value: object) -> object:
@@ -306,7 +343,8 @@ _PARSERS: dict[str, Parser] = {
     "trusted_proxies": parse_networks,
     "proxy_secret": _secret,
     "offload_header": _choice("XACCEL_OFFLOAD_HEADER", OFFLOAD_HEADERS),
-    "max_ranges": _integer("XACCEL_MAX_RANGES", 1),
+    # Each range costs work per request; past a few thousand a cap caps nothing.
+    "max_ranges": _integer("XACCEL_MAX_RANGES", 1, 10_000),
     "accel_buffering": _buffering,
     "accel_limit_rate": _integer("XACCEL_LIMIT_RATE", 0, optional=True),
     "accel_expires": _expires,

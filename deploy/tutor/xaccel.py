@@ -38,6 +38,10 @@ CADDYFILE_LMS = """\
 #   XACCEL_PROXY_SECRET=(set)
 
 # Set on every request, replacing what the client sent.
+# Caddy can scope a header to one upstream only inside its reverse_proxy,
+# which Tutor's LMS one does not let a plugin edit: every reverse_proxy of
+# this site receives the secret. Give any other one (a plugin's, in
+# caddyfile-lms) the line `header_up -X-Accel-Proxy-Secret`.
 request_header X-Sendfile-Type X-Accel-Redirect
 request_header X-Accel-Proxy-Secret {env.XACCEL_PROXY_SECRET}
 

@@ -89,9 +89,15 @@ def render_intercept(setup: ProxySetup) -> str:
         "`intercept` takes the app's answers.",
     )
     lines = header_comment("caddy", setup, title)
+    lines += ["", "# Set on every request, replacing what the client sent."]
+    if setup.uses_secret:
+        lines += [
+            "# Caddy can scope a header to one upstream only inside its reverse_proxy,",
+            "# which Tutor's LMS one does not let a plugin edit: every reverse_proxy of",
+            "# this site receives the secret. Give any other one (a plugin's, in",
+            "# caddyfile-lms) the line `header_up -X-Accel-Proxy-Secret`.",
+        ]
     lines += [
-        "",
-        "# Set on every request, replacing what the client sent.",
         "request_header X-Sendfile-Type X-Accel-Redirect",
         _secret_line(setup, "request_header"),
         "",

@@ -28,8 +28,10 @@ on Debian). That file holds one line, ``proxy_set_header X-Accel-Proxy-Secret
 the shell line printed in the header comment) and is readable by root only:
 the nginx master reads its configuration as root before dropping privileges.
 The server block itself holds no secret, so it can be shared, committed and
-compared with ``deploy/nginx.conf``. A secret holding ``$``, ``"`` or ``\\``
-is refused, since nginx would expand or unquote it.
+compared with ``deploy/nginx.conf``. ``XACCEL_PROXY_SECRET`` allows only
+letters, digits and ``-._~+/=``, which nginx reads as written;
+:func:`secret_include` refuses ``$``, ``"`` and ``\\`` on its own too, since
+nginx would expand or unquote them.
 
 Without a secret the app must trust nginx by address (``XACCEL_TRUSTED_PROXIES``)
 and the block clears any ``X-Accel-Proxy-Secret`` a client sent.
@@ -61,7 +63,7 @@ def secret_include(secret: str) -> str:
     if bad or not secret.isprintable() or not secret.isascii():
         raise ConfigError(
             f"{SECRET_VARIABLE} holds {''.join(bad)!r}, which nginx would expand or unquote: "
-            "use letters, digits, '-' and '_' (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            "use letters, digits and -._~+/= (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return f'proxy_set_header X-Accel-Proxy-Secret "{secret}";\n'
 
@@ -129,6 +131,9 @@ def _internal_location(prefix: str, directory: str) -> list[str]:
         f"    location {quote(prefix + '/')} {{",
         "        internal;",
         f"        alias {quote(directory.rstrip('/') + '/')};",
+        "        # The app sends the file's real path, so a symlink on it was swapped in",
+        "        # after the app's check: refuse it rather than follow it out of the root.",
+        "        disable_symlinks on;",
         "        # nginx drops these app headers on an internal redirect; put them back.",
     ]
     for name in DROPPED_BY_NGINX:

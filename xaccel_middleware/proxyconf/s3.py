@@ -20,9 +20,12 @@ HEAD). The proxy then:
 - keeps the app's Content-Type, Content-Disposition, Cache-Control and
   Expires, and drops S3's copies (object metadata). The middleware always
   names a Content-Type on an S3 offload: the app's, or one guessed from the key;
-- turns an S3 refusal (403, which an expired or tampered URL gets, or 404) into
-  a plain 404 and an S3 failure into a 502, so that S3's error documents,
-  which can quote the signature, never reach the client;
+- answers every S3 error with a body of its own, so that S3's error documents,
+  which can quote the signature, never reach the client: any 4xx (403 for an
+  expired or tampered URL, 404, 400 for a bad token or argument) becomes a
+  plain 404; 412 and 416 keep their status, with an empty body (and, for a 416,
+  S3's ``Content-Range``), since they answer the client's own preconditions
+  and Range; any 5xx becomes a 502;
 - buffers S3's answer in memory without spooling it to disk: nginx spent about
   six times more CPU with ``proxy_buffering off``, and a temporary file per
   large download costs disk I/O for nothing.
@@ -74,6 +77,14 @@ S3_SYSTEM_HEADERS = (
     "x-amz-request-charged",
     "x-amz-bucket-region",
 )
+
+
+# S3's answers that keep their status (with an empty body): they answer the
+# client's own conditional request and Range. Every other 4xx becomes a 404.
+KEPT_ERRORS = (412, 416)
+# nginx refuses 499 in error_page: it is its own code for a client that left.
+MISSING_ERRORS = tuple(code for code in range(400, 499) if code not in KEPT_ERRORS)
+FAILED_ERRORS = tuple(range(500, 600))
 
 
 @dataclass(frozen=True)
@@ -170,9 +181,12 @@ def nginx_location(s3: S3Upstream) -> list[str]:
         "        proxy_busy_buffers_size 128k;",
         "        proxy_max_temp_file_size 0;",
         "        # S3's error documents can quote the signature: answer with nginx's own.",
+        "        # nginx intercepts only the codes listed: every 4xx and 5xx, but 499,",
+        "        # which error_page refuses (nginx's own code for a client that left).",
         "        proxy_intercept_errors on;",
-        "        error_page 403 404 = @xaccel_s3_missing;",
-        "        error_page 500 502 503 504 = @xaccel_s3_failed;",
+        *_error_page(MISSING_ERRORS, "@xaccel_s3_missing"),
+        *(f"        error_page {code} = @xaccel_s3_{code};" for code in KEPT_ERRORS),
+        *_error_page(FAILED_ERRORS, "@xaccel_s3_failed"),
         "        # The app's headers win over S3's; S3's own x-amz-* stay here.",
         "        proxy_headers_hash_bucket_size 128;",
         *(f"        proxy_hide_header {name};" for name in APP_OWNED),
@@ -182,11 +196,33 @@ def nginx_location(s3: S3Upstream) -> list[str]:
         "    location @xaccel_s3_missing {",
         "        return 404;",
         "    }",
+        "    # The client's own precondition failed, or its Range fits nothing: an",
+        "    # empty body, and for a 416 the object's size from S3's Content-Range.",
+        '    # (return 412 "" would send nginx\'s HTML page; an empty variable does not.)',
+        "    location @xaccel_s3_412 {",
+        '        default_type "";',
+        '        set $xaccel_empty "";',
+        "        return 412 $xaccel_empty;",
+        "    }",
+        "    location @xaccel_s3_416 {",
+        '        default_type "";',
+        '        set $xaccel_empty "";',
+        "        add_header Content-Range $upstream_http_content_range always;",
+        "        return 416 $xaccel_empty;",
+        "    }",
         "    location @xaccel_s3_failed {",
         "        return 502;",
         "    }",
         "",
     ]
+    return lines
+
+
+def _error_page(codes: tuple[int, ...], target: str, per_line: int = 20) -> list[str]:
+    """One ``error_page`` over several lines (nginx reads a newline as a space)."""
+    rows = [" ".join(str(c) for c in codes[i : i + per_line]) for i in range(0, len(codes), per_line)]
+    lines = [f"        error_page {rows[0]}"] + [f"            {row}" for row in rows[1:]]
+    lines[-1] += f" = {target};"
     return lines
 
 
@@ -233,7 +269,28 @@ def caddy_handle_response(s3: S3Upstream, indent: str, response: str) -> list[st
         *(f"\t\theader_down -{name}" for name in APP_OWNED),
         *(["\t\theader_down -Content-Length"] if response == "resp" else []),
         "\t\t# S3's error documents can quote the signature: answer with Caddy's own.",
-        "\t\t@xaccel_s3_missing status 403 404",
+        "\t\t# 412 and 416 answer the client's own preconditions and Range: the",
+        "\t\t# status stays, with an empty body (and S3's Content-Range, which gives",
+        "\t\t# the size). Any other 4xx is a 404. The first match wins.",
+        "\t\t@xaccel_s3_range {",
+        "\t\t\tstatus 416",
+        "\t\t\theader Content-Range *",
+        "\t\t}",
+        "\t\thandle_response @xaccel_s3_range {",
+        "\t\t\theader Content-Range {rp.header.Content-Range}",
+        "\t\t\trespond 416",
+        "\t\t}",
+        *(
+            line
+            for code in KEPT_ERRORS
+            for line in (
+                f"\t\t@xaccel_s3_{code} status {code}",
+                f"\t\thandle_response @xaccel_s3_{code} {{",
+                f"\t\t\trespond {code}",
+                "\t\t}",
+            )
+        ),
+        "\t\t@xaccel_s3_missing status 4xx",
         "\t\thandle_response @xaccel_s3_missing {",
         "\t\t\trespond 404",
         "\t\t}",

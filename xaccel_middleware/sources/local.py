@@ -9,6 +9,7 @@ GHSA-6r3c-8xf3-ggrr).
 
 from __future__ import annotations
 
+import errno
 import mimetypes
 import os
 import stat
@@ -19,6 +20,25 @@ from ..errors import SourceError
 from ..offload import OffloadTarget, header_text, internal_uri, nginx_extras
 from ..plan import FileMeta
 from ..settings import OffloadHeader, Root, Settings
+
+# open() errors that mean "no file to serve here": a 404, as for any refusal.
+# ELOOP is O_NOFOLLOW meeting a symlink; ENXIO and EAGAIN come from special
+# files (a socket, or a FIFO or device opened without blocking). Any other error
+# (EMFILE, ENFILE, EIO, ENOMEM) is the server failing, not the file missing: a
+# 503, which no cache keeps, so the outage shows.
+_NOT_FOUND_ERRORS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENXIO,
+        errno.EAGAIN,
+    }
+)
 
 
 class TruncatedFile(OSError):
@@ -84,7 +104,8 @@ class LocalFile:
         try:
             fd = os.open(path, flags)
         except OSError as exc:
-            raise SourceError(404, f"cannot open: {exc.strerror}") from None
+            status = 404 if exc.errno in _NOT_FOUND_ERRORS else 503
+            raise SourceError(status, f"cannot open: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
