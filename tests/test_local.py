@@ -25,8 +25,8 @@ from xaccel_middleware.errors import SourceError
 from xaccel_middleware.offload import internal_uri
 from xaccel_middleware.plan import plan_response
 from xaccel_middleware.settings import Root, parse_roots
-from xaccel_middleware.sources import S3Location, parse_marker
-from xaccel_middleware.sources.local import LocalFile, TruncatedFile, confine
+from xaccel_middleware.sources import S3Location, local, parse_marker
+from xaccel_middleware.sources.local import LocalFile, TruncatedFile, confine, open_confined
 
 OFFLOAD = Request("GET", {}, "X-Accel-Redirect")
 STREAM = Request("GET", {}, None)
@@ -97,8 +97,14 @@ def test_prefixes_that_only_share_characters_are_fine(tmp_path: Path) -> None:
 # --- Confinement ------------------------------------------------------------
 
 
-@pytest.fixture
-def roots(media: Media) -> tuple[Root, ...]:
+@pytest.fixture(params=["kernel", "by-name"])
+def roots(request: pytest.FixtureRequest, media: Media, monkeypatch: pytest.MonkeyPatch) -> tuple[Root, ...]:
+    """Each confinement test runs with the path resolved by the kernel (Linux,
+    /proc/self/fd) and by ``os.path.realpath`` (elsewhere)."""
+    if request.param == "by-name":
+        monkeypatch.setattr(local, "_PINNED", False)
+    elif not local._PINNED:
+        pytest.skip("no O_PATH and /proc/self/fd here")
     return media.settings().roots
 
 
@@ -146,6 +152,54 @@ def test_confine_rejects_the_root_itself_and_relative_paths(media: Media, roots:
 def test_confine_rejects_nul(media: Media, roots: tuple[Root, ...]) -> None:
     with pytest.raises(SourceError):
         confine(f"{media.file}\x00.png", roots)
+
+
+def test_only_regular_files_are_confined(media: Media, roots: tuple[Root, ...]) -> None:
+    (media.root / "dir").mkdir()
+    os.mkfifo(media.root / "fifo")
+    for name in ("dir", "fifo"):
+        for resolve in (confine, open_confined):
+            with pytest.raises(SourceError, match="not a regular file"):
+                resolve(str(media.root / name), roots)
+
+
+def test_open_confined_reads_the_file_under_its_real_name(media: Media, roots: tuple[Root, ...]) -> None:
+    (media.root / "alias.txt").symlink_to("file.txt")
+    file = open_confined(str(media.root / "alias.txt"), roots)
+    try:
+        assert file.path == str(media.file.resolve())
+        assert file.meta.content_type == "text/plain"
+        assert b"".join(file.read(0, file.meta.size, 1 << 20)) == CONTENT
+    finally:
+        file.close()
+    with pytest.raises(SourceError):
+        open_confined(str(media.private), roots)
+
+
+def test_a_path_swapped_after_the_check_still_opens_the_file_checked(
+    media: Media, roots: tuple[Root, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the open are one resolution: a directory replaced by a
+    symlink pointing out, between the two, cannot redirect the open."""
+    if not local._PINNED:
+        pytest.skip("resolving by name leaves this window open; O_NOFOLLOW narrows it")
+    (media.root / "sub").mkdir()
+    (media.root / "sub" / "secret.txt").write_bytes(b"public\n")
+    checked = local.find_root
+
+    def find_root_then_swap(real: str, roots: tuple[Root, ...]) -> Root | None:
+        found = checked(real, roots)
+        (media.root / "sub").rename(media.root / "sub-old")
+        (media.root / "sub").symlink_to(media.private.parent)
+        return found
+
+    monkeypatch.setattr(local, "find_root", find_root_then_swap)
+    file = open_confined(str(media.root / "sub" / "secret.txt"), roots)
+    try:
+        assert b"".join(file.read(0, file.meta.size, 1 << 20)) == b"public\n"
+    finally:
+        file.close()
+    assert (media.root / "sub" / "secret.txt").read_bytes() == b"top secret\n"
 
 
 def test_nothing_is_served_without_roots(media: Media) -> None:

@@ -1,7 +1,7 @@
 """What to do with a file response: offload it, stream it, or refuse it.
 
-Shared by both adapters, so each decision is made in one place. Blocking file
-system calls happen here; the ASGI adapter runs these functions in a thread.
+Shared by both adapters, so each decision is made in one place. File system
+metadata calls happen here (no reads); the ASGI adapter runs them on its loop.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import http
 import importlib.util
 import logging
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from .offload import offload_headers
 from .plan import Plan, plan_response
 from .settings import OffloadHeader, Root, Settings
 from .sources import S3Location, parse_marker
-from .sources.local import LocalFile, confine, find_root, guess_type, offload_target
+from .sources.local import LocalFile, confine, find_root, guess_type, offload_target, open_confined, real_path
 from .sources.s3 import S3Object, S3Source, s3_offload_target
 
 log = logging.getLogger("xaccel_middleware")
@@ -110,16 +109,12 @@ class Decider:
                 except TimeoutError:
                     log.warning("%s: no answer from S3 in time", marker)
                     return Refuse(504)
-            real, root = confine(marker, self.settings.roots)
             if request.offload_with is not None:
-                # Only a regular file: for a directory nginx would answer with a
-                # redirect that shows the internal URI to the client.
-                if not _is_regular(real):
-                    raise SourceError(404, "not a regular file")
+                real, root = confine(marker, self.settings.roots)
                 offload = self._offload(real, root, request, app_headers)
                 if offload is not None:
                     return offload
-            return self._stream(LocalFile.open(real), request, app_headers)
+            return self._stream(open_confined(marker, self.settings.roots), request, app_headers)
         except SourceError as exc:
             self._warn(raw, exc)
             return Refuse(exc.status)
@@ -183,7 +178,7 @@ class Decider:
     ) -> Outcome:
         """A file the framework handed over (pathsend, ``wsgi.file_wrapper``). Inside
         a root it may be offloaded; outside, it is streamed as the app meant."""
-        real = os.path.realpath(path)
+        real = real_path(path)
         root = find_root(real, self.settings.roots)
         if root is not None and request.offload_with is not None and _same_file(fd, real):
             offload = self._offload(real, root, request, app_headers)
@@ -223,13 +218,6 @@ class Decider:
         if len(self._warned) < _WARNED_LIMIT:
             self._warned.add(raw)
         log.warning("refused X-Accel-Source %r: %s", raw[:200], exc.reason)
-
-
-def _is_regular(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _same_file(fd: int | None, path: str) -> bool:

@@ -54,15 +54,107 @@ def find_root(real: str, roots: tuple[Root, ...]) -> Root | None:
     return None
 
 
+# On Linux a path is resolved by the kernel itself: an ``O_PATH`` descriptor
+# (no read, so no side effect from opening a device) names, through
+# /proc/self/fd, the file it really reached. Checking that name and then
+# reopening the descriptor leaves no window in which a symlink swapped into the
+# path could redirect the open. Elsewhere, ``os.path.realpath`` and
+# ``O_NOFOLLOW`` narrow that window to the directories of the path.
+_O_PATH = getattr(os, "O_PATH", 0)
+_FD_LINKS = "/proc/self/fd/"
+_PINNED = bool(_O_PATH) and os.path.isdir(_FD_LINKS)
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def confine(path: str, roots: tuple[Root, ...]) -> tuple[str, Root]:
-    """Resolve ``path`` and return it with its root, or refuse with a 404."""
-    if not os.path.isabs(path) or "\x00" in path:
-        raise SourceError(404, "not an absolute path")
+    """Resolve ``path`` to a regular file inside a root and return its real path
+    and root, or refuse with a 404. Nothing is read, so the app needs no read
+    permission for a file the proxy will send."""
+    if not _PINNED:
+        real, root = _resolve_by_name(path, roots)
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            raise _open_error(exc) from None
+        _check_regular(st)
+        return real, root
+    fd, real, root = _pin(path, roots)
+    os.close(fd)
+    return real, root
+
+
+def open_confined(path: str, roots: tuple[Root, ...]) -> LocalFile:
+    """``confine``, then open the very file it found, for reading."""
+    if not _PINNED:
+        real, _ = _resolve_by_name(path, roots)
+        return LocalFile.open(real)
+    pinned, real, _ = _pin(path, roots)
+    try:
+        return LocalFile.open(f"{_FD_LINKS}{pinned}", follow=True, name=real)
+    finally:
+        os.close(pinned)
+
+
+def real_path(path: str) -> str:
+    """Where ``path`` leads, as the kernel resolves it (``os.path.realpath``,
+    without a Python-level ``lstat`` for each component)."""
+    if not _PINNED:
+        return os.path.realpath(path)
+    try:
+        fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        return os.readlink(f"{_FD_LINKS}{fd}")
+    finally:
+        os.close(fd)
+
+
+def _pin(path: str, roots: tuple[Root, ...]) -> tuple[int, str, Root]:
+    _check_absolute(path)
+    try:
+        fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _open_error(exc) from None
+    try:
+        real = os.readlink(f"{_FD_LINKS}{fd}")
+        root = find_root(real, roots)
+        if root is None:
+            raise SourceError(404, "outside every configured root")
+        st = os.fstat(fd)
+        _check_regular(st)
+        if not st.st_nlink:  # deleted since: /proc names it "... (deleted)"
+            raise SourceError(404, "deleted")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, real, root
+
+
+def _resolve_by_name(path: str, roots: tuple[Root, ...]) -> tuple[str, Root]:
+    _check_absolute(path)
     real = os.path.realpath(path)
     root = find_root(real, roots)
     if root is None:
         raise SourceError(404, "outside every configured root")
     return real, root
+
+
+def _check_absolute(path: str) -> None:
+    if not os.path.isabs(path) or "\x00" in path:
+        raise SourceError(404, "not an absolute path")
+
+
+def _check_regular(st: os.stat_result) -> None:
+    # Only a regular file: for a directory nginx would answer with a redirect
+    # that shows the internal URI, and a FIFO or device is no file to send.
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(404, "not a regular file")
+
+
+def _open_error(exc: OSError) -> SourceError:
+    status = 404 if exc.errno in _NOT_FOUND_ERRORS else 503
+    return SourceError(status, f"cannot open: {exc.strerror}")
 
 
 def offload_target(real: str, root: Root, method: OffloadHeader, settings: Settings) -> OffloadTarget | None:
@@ -94,34 +186,32 @@ class LocalFile:
     meta: FileMeta
 
     @classmethod
-    def open(cls, path: str, follow: bool = False) -> LocalFile:
+    def open(cls, path: str, follow: bool = False, name: str | None = None) -> LocalFile:
+        """Open ``path`` for reading; ``name`` is the file's real path when
+        ``path`` is only a way to it (a /proc/self/fd link)."""
         # A confined path is already resolved: O_NOFOLLOW refuses a symlink
         # swapped in for its last component since. O_NONBLOCK: opening a FIFO
         # would otherwise wait for a writer forever; it is refused just below.
-        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-        if not follow:
-            flags |= getattr(os, "O_NOFOLLOW", 0)
+        flags = _READ_FLAGS if follow else _READ_FLAGS | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(path, flags)
         except OSError as exc:
-            status = 404 if exc.errno in _NOT_FOUND_ERRORS else 503
-            raise SourceError(status, f"cannot open: {exc.strerror}") from None
+            raise _open_error(exc) from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise SourceError(404, "not a regular file")
+            _check_regular(st)
             os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, file_meta(st, path))
+        name = name or path
+        return cls(name, fd, file_meta(st, name))
 
     @classmethod
     def from_fd(cls, fd: int, path: str) -> LocalFile:
         """Adopt an fd opened by the app (``wsgi.file_wrapper``); a dup, so each side closes its own."""
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceError(404, "not a regular file")
+        _check_regular(st)
         return cls(path, os.dup(fd), file_meta(st, path))
 
     def read(self, start: int, stop: int, chunk_size: int) -> Iterator[bytes]:
