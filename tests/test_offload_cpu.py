@@ -16,15 +16,17 @@ hands the file to sendfile(2). An offloaded download still costs the app one
 request: about 0.2 ms on a warm CPU, three times that right after the proxy has
 pushed 50 MiB through the same caches (measured beside a 4 KiB offload and a
 'hello' through the same nginx). Measured here: ASGI (uvicorn, httptools,
-nginx keeping the upstream connection alive) 2.8-3.2 %; WSGI (gunicorn sync, a
-new connection per request) 4.4-5.2 %, which is one cold gunicorn request
-against a sendfile stream, so its bound is 8 %. A proxy that failed to take the
+nginx keeping the upstream connection alive) 3.1-3.4 %; WSGI (gunicorn sync, a
+new connection per request) 4.5-6.2 %, the medians of five alternating batches:
+one cold gunicorn request against a sendfile stream whose own cost moves by a
+third between batches, so its bound is 10 %. A proxy that failed to take the
 file would put either ratio near 100 %.
 """
 
 from __future__ import annotations
 
 import http.client
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +41,8 @@ from xaccel_middleware.proxyrun import RunningProxy, find_binary, started_proxy
 
 SIZE = 50 * 1024 * 1024
 DOWNLOADS = 20
-LIMIT = {"uvicorn": 0.05, "gunicorn": 0.08}
-ROUNDS = 3
+LIMIT = {"uvicorn": 0.05, "gunicorn": 0.10}
+ROUNDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +111,14 @@ def test_offload_costs_the_app_a_small_fraction_of_streaming(
     behind_nginx: tuple[AppServer, RunningProxy], capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, proxy = behind_nginx
-    # The least of a few rounds: other work on a small machine only ever adds.
-    offloaded = min(app_cpu(server, proxy.url, "/marker/big.bin") for _ in range(ROUNDS))
-    streamed = min(app_cpu(server, server.url, "/marker/big.bin") for _ in range(ROUNDS))
+    # Alternating batches, compared by their medians: other work on a small
+    # machine moves single batches both ways.
+    batches = [
+        (app_cpu(server, proxy.url, "/marker/big.bin"), app_cpu(server, server.url, "/marker/big.bin"))
+        for _ in range(ROUNDS)
+    ]
+    offloaded = statistics.median(o for o, _ in batches)
+    streamed = statistics.median(s for _, s in batches)
     report = (
         f"{server.kind}: {DOWNLOADS} x {SIZE >> 20} MiB, app CPU {offloaded:.3f} s offloaded "
         f"vs {streamed:.3f} s streamed ({offloaded / streamed:.1%})"
