@@ -77,11 +77,26 @@ class XAccelMiddleware:
             inner["extensions"] = {**server, _PATHSEND: {}}
         response = _Response(self, scope, owned, receive, send, server)
         await self.app(inner, receive, response.send)
-        await response.finish()
+        if not response.passing:
+            await response.finish()
 
 
 class _Response:
     """One response's interception: the held start message and what follows it."""
+
+    __slots__ = (
+        "_request",
+        "_send",
+        "done",
+        "marker",
+        "middleware",
+        "owned",
+        "passing",
+        "receive",
+        "scope",
+        "server",
+        "start",
+    )
 
     def __init__(
         self,
@@ -102,9 +117,16 @@ class _Response:
         self.marker: bytes | None = None
         self.passing = False
         self.done = False
+        self._request: Request | None = None
 
-    @functools.cached_property
+    @property
     def request(self) -> Request:
+        """What the decision needs, parsed once, and only for a file."""
+        if self._request is None:
+            self._request = self._parse_request()
+        return self._request
+
+    def _parse_request(self) -> Request:
         conditional: dict[str, str] = {}
         own: dict[bytes, str] = {}
         for name, value in self.owned:
@@ -135,7 +157,26 @@ class _Response:
         if self.done:
             return  # the rest of a body that a file replaced
         kind = message["type"]
+        if (
+            kind == "http.response.body"
+            and self.start is not None
+            and self.marker is None
+            and not (self.owned and self.scope["method"] == "HEAD")
+        ):
+            # The common case, an ordinary body: let the held start go, inline.
+            self.passing = True
+            await self._send(self.start)
+            await self._send(message)
+            return
         if kind == "http.response.start":
+            if message["status"] == 200:
+                # Held until the first body message shows what the answer is.
+                self.start = message
+                for name, value in message.get("headers", ()):
+                    if name.lower() == _MARKER:
+                        self.marker = value
+                        break
+                return
             await self._on_start(message)
         elif self.start is None:
             # Not a response yet (a test client's http.response.debug, say):
@@ -156,7 +197,7 @@ class _Response:
         elif self.scope["method"] == "HEAD" and self.request.headers:
             await self._head(message)
         else:
-            await self._pass(message)
+            await self._pass(message)  # a message of a later ASGI version
 
     async def _head(self, message: Message) -> None:
         """A HEAD the app answered itself still gets its 304 or 412."""
@@ -183,16 +224,9 @@ class _Response:
                 await self._pass({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _on_start(self, message: Message) -> None:
+        """Any status but 200 goes out as the app sent it, less a marker."""
         headers = message.get("headers", [])
-        marker = None
-        for name, value in headers:
-            if name.lower() == _MARKER:
-                marker = value
-                break
-        if message["status"] == 200:
-            self.start, self.marker = message, marker
-            return
-        if marker is not None:
+        if any(name.lower() == _MARKER for name, _ in headers):
             message = dict(message, headers=[(k, v) for k, v in headers if k.lower() != _MARKER])
         self.passing = True
         await self._send(message)
