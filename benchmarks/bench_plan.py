@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| shape | max_ranges | status | parts | parse_range ms | plan_response ms | fastest plan ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    worst = 0.0
+    worst = capped = 0.0
     cases = [(name, header, n + 1) for name, header in shapes(n).items()]
     cases.append(("overlapping, default cap", shapes(n)["overlapping"], 100))
     for name, ranges, cap in cases:
@@ -85,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
             lambda r=request, c=cap: plan_response("GET", r, meta, max_ranges=c, boundary="b"),  # type: ignore[misc]
             args.repeat,
         )
-        worst = max(worst, whole)
+        if cap < n:
+            capped = whole
+        else:
+            worst = max(worst, whole)
         print(f"| {name} | {cap:,} | {plan.status} | {parts:,} | {parse:.2f} | {whole:.2f} | {fastest:.2f} |")
     print()
     verdict = "within" if worst < TARGET_MS else "over"
     print(f"slowest plan_response: {worst:.2f} ms ({verdict} the {TARGET_MS:g} ms target)")
+    print(f"default-cap plan_response: {capped:.2f} ms")
     return 0
 
 
