@@ -19,7 +19,7 @@ from .plan import Plan, plan_response
 from .settings import OffloadHeader, Root, Settings
 from .sources import S3Location, parse_marker
 from .sources.local import LocalFile, confine, find_root, guess_type, offload_target, open_confined, real_path
-from .sources.s3 import S3Object, S3Source, s3_offload_target
+from .sources.s3 import S3Object, S3Source, check_bucket, s3_offload_target
 
 log = logging.getLogger("xaccel_middleware")
 
@@ -103,7 +103,7 @@ class Decider:
             marker = parse_marker(raw)
             if isinstance(marker, S3Location):
                 # WSGI: the whole decision is one hop to the S3 loop thread.
-                self._check_bucket(marker)
+                check_bucket(self.settings, marker)
                 try:
                     return self.s3.run(self.for_s3(marker, raw, request, app_headers))
                 except TimeoutError:
@@ -138,7 +138,7 @@ class Decider:
         """Offload with a presigned URL (no S3 round trip), or stream: HeadObject,
         plan, then the first chunk, so that an S3 failure is still a clean answer."""
         try:
-            self._check_bucket(location)
+            check_bucket(self.settings, location)
             if request.offload_with == "X-Accel-Redirect":
                 target = await s3_offload_target(
                     self.s3, location, request.method, app_headers, self.settings
@@ -157,10 +157,6 @@ class Decider:
             if exc.status == 404:
                 self._warn(raw, exc)
             return Refuse(exc.status)
-
-    def _check_bucket(self, location: S3Location) -> None:
-        if location.bucket not in self.settings.s3_buckets:
-            raise SourceError(404, f"bucket {location.bucket!r} is not in XACCEL_S3_BUCKETS")
 
     @property
     def s3(self) -> S3Source:

@@ -187,7 +187,7 @@ def started_proxy(
             _wait_for_port(port, process, timeout, proxy.log)
             yield proxy
         finally:
-            _stop(process)
+            stop_group(process)
 
 
 def _wait_for_port(
@@ -203,8 +203,9 @@ def _wait_for_port(
     raise TimeoutError(f"the proxy did not listen on port {port} within {timeout} s:\n{log()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # SIGTERM: nginx and Caddy both stop at once, workers included (one session).
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and its workers with it."""
+    # SIGTERM: nginx, Caddy and the app servers all stop at once.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

@@ -14,10 +14,9 @@ import ipaddress
 
 from .settings import OFFLOAD_HEADERS, Network, OffloadHeader, Settings
 
+# The trust headers: removed from every request before the app sees it.
 SENDFILE_TYPE = "x-sendfile-type"
 PROXY_SECRET = "x-accel-proxy-secret"  # noqa: S105 (a header name)
-# Removed from every request before the app sees it.
-TRUST_HEADERS = frozenset({SENDFILE_TYPE, PROXY_SECRET})
 
 _SUPPORTED = {h.lower(): h for h in OFFLOAD_HEADERS}
 

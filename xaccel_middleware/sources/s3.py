@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import mimetypes
 from collections.abc import AsyncGenerator, Awaitable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -52,6 +51,7 @@ from ..offload import OffloadTarget, nginx_extras
 from ..plan import FileMeta, Segment
 from ..settings import Settings
 from . import S3Location, loop
+from .local import guess_type
 from .s3_clients import S3Clients
 
 log = logging.getLogger("xaccel_middleware")
@@ -103,8 +103,10 @@ def _type(head: dict[str, Any], location: S3Location) -> str:
     return guess_type(location.key)
 
 
-def guess_type(key: str) -> str:
-    return mimetypes.guess_type(key, strict=False)[0] or "application/octet-stream"
+def check_bucket(settings: Settings, location: S3Location) -> None:
+    """Only the buckets of ``XACCEL_S3_BUCKETS``: any other is a 404."""
+    if location.bucket not in settings.s3_buckets:
+        raise SourceError(404, f"bucket {location.bucket!r} is not in XACCEL_S3_BUCKETS")
 
 
 def translate(exc: BaseException, what: str) -> SourceError:
@@ -161,10 +163,6 @@ class S3Source:
 
     # -- requests ----------------------------------------------------------
 
-    def check_bucket(self, location: S3Location) -> None:
-        if location.bucket not in self.settings.s3_buckets:
-            raise SourceError(404, f"bucket {location.bucket!r} is not in XACCEL_S3_BUCKETS")
-
     async def _call(self, what: str, operation: str, **params: Any) -> dict[str, Any]:
         try:
             result = await asyncio.wait_for(self._attempts(operation, params), self.deadline)
@@ -185,7 +183,7 @@ class S3Source:
 
     async def stat(self, location: S3Location) -> S3Object:
         """The object's metadata, from HeadObject."""
-        self.check_bucket(location)
+        check_bucket(self.settings, location)
         what = describe(location)
         head = await self._call(what, "head_object", Bucket=location.bucket, Key=location.key)
         meta, etag = object_meta(head, location)
@@ -198,7 +196,7 @@ class S3Source:
         ``Response*`` parameters (ResponseContentType, ...) for S3 to answer
         with the app's headers.
         """
-        self.check_bucket(location)
+        check_bucket(self.settings, location)
         operation = "head_object" if method == "HEAD" else "get_object"
         params = {"Bucket": location.bucket, "Key": location.key, **overrides}
         try:
@@ -255,10 +253,6 @@ class S3Object:
             self.first = await self._body.__anext__()
         except StopAsyncIteration:
             self.first = b""
-
-    @property
-    def is_open(self) -> bool:
-        return self._body is not None
 
     def iterate(self) -> Iterator[bytes]:
         """The body for a WSGI thread: each chunk awaited on the S3 loop thread."""
