@@ -170,17 +170,20 @@ class FakeS3:
     """A loopback S3 stand-in that misbehaves on purpose, for the fault tests.
 
     ``mode``: ``blackhole`` accepts and never answers; ``stall-get`` answers
-    HeadObject but never GetObject; ``stall-body`` and ``cut`` answer GetObject
+    HeadObject but never GetObject; ``slow-head`` answers HeadObject after
+    ``head_delay`` seconds, then never GetObject; ``stall-body`` and ``cut`` answer GetObject
     with ``cut_at`` bytes of the range, then stall, or close the connection.
     """
 
     ETAG = '"fake-etag"'
 
-    def __init__(self, mode: str, size: int = 256 * 1024, cut_at: int = 100 * 1024) -> None:
+    def __init__(
+        self, mode: str, size: int = 256 * 1024, cut_at: int = 100 * 1024, head_delay: float = 1.0
+    ) -> None:
         import socketserver
         import threading
 
-        self.mode, self.size, self.cut_at = mode, size, cut_at
+        self.mode, self.size, self.cut_at, self.head_delay = mode, size, cut_at, head_delay
         self.content = bytes(i % 251 for i in range(size))
         self.released = threading.Event()
         self.gets = 0
@@ -229,10 +232,12 @@ class FakeS3:
             method = lines[0].split(" ", 1)[0]
             fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
             fields = {k.lower(): v for k, v in fields.items()}
-            if self.mode == "blackhole" or (self.mode == "stall-get" and method == "GET"):
+            if self.mode == "blackhole" or (self.mode in ("stall-get", "slow-head") and method == "GET"):
                 self.released.wait(30)
                 return
             if method == "HEAD":
+                if self.mode == "slow-head":
+                    self.released.wait(self.head_delay)
                 sock.sendall(self._head(200, self.size, []))
                 continue
             self.gets += 1

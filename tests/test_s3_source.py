@@ -298,6 +298,16 @@ async def test_s3_stalling_before_the_body_is_a_clean_504(fake: FakeS3, decider:
     assert time.monotonic() - started < 1.5 + 0.5
 
 
+@pytest.mark.parametrize("fake", ["slow-head"], indirect=True)
+async def test_one_deadline_covers_the_whole_decision(fake: FakeS3, decider: Decider) -> None:
+    """HeadObject answers within its own deadline (1.0 of 1.5 s), then GetObject
+    stalls: the answer still comes within one deadline, not two."""
+    started = time.monotonic()
+    outcome = await _decide(decider)
+    assert outcome == Refuse(504)
+    assert time.monotonic() - started < 1.5 + 0.5
+
+
 @pytest.mark.parametrize("fake", ["cut"], indirect=True)
 async def test_a_cut_mid_body_raises_never_ends_short(fake: FakeS3, decider: Decider) -> None:
     outcome = await _decide(decider)

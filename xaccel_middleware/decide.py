@@ -6,6 +6,7 @@ metadata calls happen here (no reads); the ASGI adapter runs them on its loop.
 
 from __future__ import annotations
 
+import asyncio
 import http
 import importlib.util
 import logging
@@ -136,27 +137,36 @@ class Decider:
         self, location: S3Location, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
     ) -> Outcome:
         """Offload with a presigned URL (no S3 round trip), or stream: HeadObject,
-        plan, then the first chunk, so that an S3 failure is still a clean answer."""
+        plan, then the first chunk, so that an S3 failure is still a clean answer.
+
+        The whole decision, both S3 calls included, gets one deadline: connect
+        plus read timeout."""
         try:
             check_bucket(self.settings, location)
-            if request.offload_with == "X-Accel-Redirect":
-                target = await s3_offload_target(
-                    self.s3, location, request.method, app_headers, self.settings
-                )
-                log.debug("offload %s through the S3 location", raw[:200])
-                return Offload(offload_headers(app_headers, target))
-            obj = await self.s3.stat(location)
-            plan = plan_response(
-                request.method, request.headers, obj.meta, app_headers, self.settings.max_ranges
+            return await asyncio.wait_for(
+                self._s3_outcome(location, raw, request, app_headers), self.s3.deadline
             )
-            if plan.body:
-                await obj.open(plan.body, self.settings.chunk_size)
-            log.debug("stream %s: %d", obj.path, plan.status)
-            return S3Stream(obj, plan)
+        except asyncio.TimeoutError:
+            log.warning("%s: no answer from S3 within %g s", raw[:200], self.s3.deadline)
+            return Refuse(504)
         except SourceError as exc:
             if exc.status == 404:
                 self._warn(raw, exc)
             return Refuse(exc.status)
+
+    async def _s3_outcome(
+        self, location: S3Location, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Outcome:
+        if request.offload_with == "X-Accel-Redirect":
+            target = await s3_offload_target(self.s3, location, request.method, app_headers, self.settings)
+            log.debug("offload %s through the S3 location", raw[:200])
+            return Offload(offload_headers(app_headers, target))
+        obj = await self.s3.stat(location)
+        plan = plan_response(request.method, request.headers, obj.meta, app_headers, self.settings.max_ranges)
+        if plan.body:
+            await obj.open(plan.body, self.settings.chunk_size)
+        log.debug("stream %s: %d", obj.path, plan.status)
+        return S3Stream(obj, plan)
 
     @property
     def s3(self) -> S3Source:

@@ -27,8 +27,9 @@ Errors are translated here, at the boundary, into :class:`SourceError`:
   usually *is* a missing key; and a client must not learn whether a key it may
   not read exists;
 - a timeout: 504; a refused connection, an S3 5xx, or any other failure: 502.
-  Each is logged. Metadata calls have a deadline of connect + read timeout,
-  retries included, so a worker never hangs on a dead endpoint.
+  Each is logged. Each call has a deadline of connect + read timeout, retries
+  included, and so has a whole decision (``Decider.for_s3``), so a worker never
+  hangs on a dead endpoint.
 
 Once the response has started, a failure can no longer change its status: the
 error propagates and the server aborts the connection, so a client never takes
