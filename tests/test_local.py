@@ -102,8 +102,8 @@ def roots(request: pytest.FixtureRequest, media: Media, monkeypatch: pytest.Monk
     """Each confinement test runs with the path resolved by the kernel (Linux,
     /proc/self/fd) and by ``os.path.realpath`` (elsewhere)."""
     if request.param == "by-name":
-        monkeypatch.setattr(local, "_PINNED", False)
-    elif not local._PINNED:
+        monkeypatch.setattr(local, "_pinned", lambda: False)
+    elif not local._pinned():
         pytest.skip("no O_PATH and /proc/self/fd here")
     return media.settings().roots
 
@@ -177,7 +177,7 @@ def test_open_confined_reads_the_file_under_its_real_name(media: Media, roots: t
 
 
 @pytest.mark.skipif(
-    not local._PINNED, reason="no O_PATH and /proc/self/fd: O_NOFOLLOW only narrows this window"
+    not local._pinned(), reason="no O_PATH and /proc/self/fd: O_NOFOLLOW only narrows this window"
 )
 def test_a_path_swapped_after_the_check_still_opens_the_file_checked(
     media: Media, monkeypatch: pytest.MonkeyPatch

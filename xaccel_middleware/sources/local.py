@@ -10,6 +10,7 @@ GHSA-6r3c-8xf3-ggrr).
 from __future__ import annotations
 
 import errno
+import functools
 import mimetypes
 import os
 import stat
@@ -62,7 +63,14 @@ def find_root(real: str, roots: tuple[Root, ...]) -> Root | None:
 # ``O_NOFOLLOW`` narrow that window to the directories of the path.
 _O_PATH = getattr(os, "O_PATH", 0)
 _FD_LINKS = "/proc/self/fd/"
-_PINNED = bool(_O_PATH) and os.path.isdir(_FD_LINKS)
+
+
+@functools.cache
+def _pinned() -> bool:
+    """Whether the kernel can resolve paths here; asked once, on first use."""
+    return bool(_O_PATH) and os.path.isdir(_FD_LINKS)
+
+
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -70,7 +78,7 @@ def confine(path: str, roots: tuple[Root, ...]) -> tuple[str, Root]:
     """Resolve ``path`` to a regular file inside a root and return its real path
     and root, or refuse with a 404. Nothing is read, so the app needs no read
     permission for a file the proxy will send."""
-    if not _PINNED:
+    if not _pinned():
         real, root = _resolve_by_name(path, roots)
         try:
             st = os.stat(real)
@@ -85,7 +93,7 @@ def confine(path: str, roots: tuple[Root, ...]) -> tuple[str, Root]:
 
 def open_confined(path: str, roots: tuple[Root, ...]) -> LocalFile:
     """``confine``, then open the very file it found, for reading."""
-    if not _PINNED:
+    if not _pinned():
         real, _ = _resolve_by_name(path, roots)
         return LocalFile.open(real)
     pinned, real, _ = _pin(path, roots)
@@ -98,7 +106,7 @@ def open_confined(path: str, roots: tuple[Root, ...]) -> LocalFile:
 def real_path(path: str) -> str:
     """Where ``path`` leads, as the kernel resolves it (``os.path.realpath``,
     without a Python-level ``lstat`` for each component)."""
-    if not _PINNED:
+    if not _pinned():
         return os.path.realpath(path)
     try:
         fd = os.open(path, _O_PATH | os.O_CLOEXEC)
