@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import http
 import io
-import itertools
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream, Stream
-from .plan import Segment
+from .decide import Decider, Offload, Outcome, Refuse, Request, S3Stream
 from .settings import Settings
-from .sources.local import TruncatedFile
 from .trust import offload_method
+from .wsgi_body import Chained, S3Body, SpanReader, StreamBody, close_body
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -57,75 +55,6 @@ class FileBody:
         close = getattr(self.filelike, "close", None)
         if close is not None:
             close()
-
-
-class _SpanReader:
-    """One span of a file for gunicorn's wrapper: sendfile(2) starts at the fd's
-    offset; the read() fallback stops at the span's end."""
-
-    def __init__(self, stream: Stream, start: int, stop: int) -> None:
-        self._stream, self._position, self._stop = stream, start, stop
-        os.lseek(stream.file.fd, start, os.SEEK_SET)
-
-    def fileno(self) -> int:
-        return self._stream.file.fd
-
-    def read(self, size: int = -1) -> bytes:
-        left = self._stop - self._position
-        if left <= 0:
-            return b""
-        data = self._stream.file.read_at(self._position, left if size < 0 else min(size, left))
-        self._position += len(data)
-        return data
-
-    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
-        # socket.sendfile() seeks to where it stopped: close() learns from it
-        # whether the whole span went out.
-        if whence != os.SEEK_SET:
-            raise OSError("only absolute seeks are supported")
-        self._position = position
-        return position
-
-    def close(self) -> None:
-        file = self._stream.file
-        try:
-            # gunicorn ignores a short sendfile(2) and, with keep-alive, waits on
-            # a connection whose body never ends. Failing here makes it close it.
-            if self._position < self._stop and file.fd >= 0 and os.fstat(file.fd).st_size < self._stop:
-                raise TruncatedFile(f"{file.path} shrank below byte {self._stop} while it was sent")
-        finally:
-            file.close()
-
-
-class _StreamBody:
-    """The planned body, read chunk by chunk; the file is closed exactly once."""
-
-    def __init__(self, stream: Stream, chunk_size: int) -> None:
-        self._stream, self._chunk_size = stream, chunk_size
-
-    def __iter__(self) -> Iterator[bytes]:
-        segment: Segment
-        for segment in self._stream.plan.body:
-            if isinstance(segment, bytes):
-                yield segment
-            else:
-                yield from self._stream.file.read(segment.start, segment.stop, self._chunk_size)
-
-    def close(self) -> None:
-        self._stream.file.close()
-
-
-class _S3Body:
-    """An S3 body, each chunk awaited on the S3 loop thread; closed exactly once."""
-
-    def __init__(self, stream: S3Stream) -> None:
-        self._obj = stream.file
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._obj.iterate()
-
-    def close(self) -> None:
-        self._obj.close()
 
 
 class _Captured:
@@ -196,27 +125,8 @@ class XAccelWSGIMiddleware:
         for key in _HIDDEN:
             environ.pop(key, None)
         server_wrapper = environ.get("wsgi.file_wrapper")
-        environ["wsgi.file_wrapper"] = FileBody
-
         captured = _Captured(start_response)
-        try:
-            body: Iterable[bytes] = self.app(environ, captured)
-            if captured.status is None:
-                # start_response may come with the first item (PEP 3333).
-                try:
-                    iterator = iter(body)
-                    first = next(iterator, None)
-                except BaseException:
-                    _close(body)
-                    raise
-                body = _Chained(first, iterator, body)
-        finally:
-            # gunicorn only uses sendfile(2) when isinstance(body, environ["wsgi.file_wrapper"]),
-            # checked after the app returns: it must find its own class there again.
-            if server_wrapper is None:
-                environ.pop("wsgi.file_wrapper", None)
-            else:
-                environ["wsgi.file_wrapper"] = server_wrapper
+        body = self._run_app(environ, captured, server_wrapper)
         if captured.started:
             return body
         status, headers = captured.status or "500 Internal Server Error", captured.headers
@@ -226,10 +136,8 @@ class XAccelWSGIMiddleware:
         if status[:3] != "200" or (marker is None and file_body is None):
             if marker is not None:
                 headers = _without_marker(headers)
-            if file_body is not None and server_wrapper is not None:
-                body = server_wrapper(file_body.filelike, file_body.block_size)
             captured.start(status, headers)
-            return body
+            return _as_meant(body, server_wrapper)
 
         request = Request(environ["REQUEST_METHOD"], conditional, offload_with)
         outcome: Outcome | None
@@ -240,16 +148,37 @@ class XAccelWSGIMiddleware:
                 assert file_body is not None
                 outcome = self._file_outcome(file_body, request, headers)
         except BaseException:
-            _close(body)
+            close_body(body)
             raise
         if outcome is None:
             # A file-like we cannot take over (no fd or name): send it as the app meant.
             captured.start(status, headers)
-            if file_body is not None and server_wrapper is not None:
-                return server_wrapper(file_body.filelike, file_body.block_size)  # type: ignore[no-any-return]
-            return body
-        _close(body)  # replaced by the outcome; a file's fd was duplicated first
+            return _as_meant(body, server_wrapper)
+        close_body(body)  # replaced by the outcome; a file's fd was duplicated first
         return self._send(outcome, captured, environ, server_wrapper)
+
+    def _run_app(self, environ: WSGIEnvironment, captured: _Captured, server_wrapper: Any) -> Iterable[bytes]:
+        """The app's body, with start_response called by the time it returns."""
+        environ["wsgi.file_wrapper"] = FileBody
+        try:
+            body: Iterable[bytes] = self.app(environ, captured)
+            if captured.status is None:
+                # start_response may come with the first item (PEP 3333).
+                try:
+                    iterator = iter(body)
+                    first = next(iterator, None)
+                except BaseException:
+                    close_body(body)
+                    raise
+                body = Chained(first, iterator, body)
+        finally:
+            # gunicorn only uses sendfile(2) when isinstance(body, environ["wsgi.file_wrapper"]),
+            # checked after the app returns: it must find its own class there again.
+            if server_wrapper is None:
+                environ.pop("wsgi.file_wrapper", None)
+            else:
+                environ["wsgi.file_wrapper"] = server_wrapper
+        return body
 
     def _file_outcome(self, body: FileBody, request: Request, headers: Headers) -> Outcome | None:
         # Only a plain file's bytes are the bytes on disk: gzip.open() and its
@@ -291,7 +220,7 @@ class XAccelWSGIMiddleware:
             outcome.file.close()  # nothing else owns it yet
             raise
         if isinstance(outcome, S3Stream):
-            return _S3Body(outcome)
+            return S3Body(outcome)
         if not plan.body:
             outcome.file.close()
             return []
@@ -302,29 +231,16 @@ class XAccelWSGIMiddleware:
         ):
             span = plan.body[0]
             assert not isinstance(span, bytes)
-            return server_wrapper(_SpanReader(outcome, span.start, span.stop), self.settings.chunk_size)  # type: ignore[no-any-return]
-        return _StreamBody(outcome, self.settings.chunk_size)
+            return server_wrapper(SpanReader(outcome, span.start, span.stop), self.settings.chunk_size)  # type: ignore[no-any-return]
+        return StreamBody(outcome, self.settings.chunk_size)
+
+
+def _as_meant(body: Iterable[bytes], server_wrapper: Any) -> Iterable[bytes]:
+    """The app's own body; a file it wrapped goes to the server's wrapper after all."""
+    if isinstance(body, FileBody) and server_wrapper is not None:
+        return server_wrapper(body.filelike, body.block_size)  # type: ignore[no-any-return]
+    return body
 
 
 def _status_line(status: int) -> str:
     return f"{status} {http.HTTPStatus(status).phrase}"
-
-
-def _close(body: Iterable[bytes]) -> None:
-    close = getattr(body, "close", None)
-    if close is not None:
-        close()
-
-
-class _Chained:
-    """The app's body with its first item already taken; close() still reaches the app."""
-
-    def __init__(self, first: bytes | None, rest: Iterator[bytes], body: Iterable[bytes]) -> None:
-        self._items = rest if first is None else itertools.chain((first,), rest)
-        self._body = body
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._items
-
-    def close(self) -> None:
-        _close(self._body)
