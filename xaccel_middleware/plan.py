@@ -85,17 +85,7 @@ def plan_response(
     joined with ", "). The app's ETag and Last-Modified, when it set them, are
     the validators; otherwise the file's are used and added.
     """
-    base = [(k, v) for k, v in app_headers if k.lower() not in _REPLACED]
-    names = {k.lower() for k, _ in base}
-    etag_text, last_modified = _validators(base, names, meta)
-    if "content-type" not in names:
-        base.append(("content-type", meta.content_type))
-    if "etag" not in names:
-        base.append(("etag", etag_text))
-    if "last-modified" not in names:
-        base.append(("last-modified", _http_date(last_modified)))
-    base.append(("accept-ranges", "bytes"))
-
+    base, etag_text, last_modified = _base_headers(app_headers, meta)
     size = meta.size
     whole = (ByteSpan(0, size),) if size else ()
     if method not in ("GET", "HEAD"):
@@ -165,7 +155,23 @@ def _not_modified(base: Headers) -> Plan:
     return Plan(304, kept, ())
 
 
-def _validators(headers: Headers, names: set[str], meta: FileMeta) -> tuple[str, int]:
+def _base_headers(app_headers: Sequence[tuple[str, str]], meta: FileMeta) -> tuple[Headers, str, int]:
+    """The app's headers less the ones the middleware owns, completed with the
+    file's type and validators; and the validators in force."""
+    base = [(k, v) for k, v in app_headers if k.lower() not in _REPLACED]
+    names = {k.lower() for k, _ in base}
+    etag_text, last_modified = _validators(base, meta)
+    if "content-type" not in names:
+        base.append(("content-type", meta.content_type))
+    if "etag" not in names:
+        base.append(("etag", etag_text))
+    if "last-modified" not in names:
+        base.append(("last-modified", _http_date(last_modified)))
+    base.append(("accept-ranges", "bytes"))
+    return base, etag_text, last_modified
+
+
+def _validators(headers: Headers, meta: FileMeta) -> tuple[str, int]:
     etag = meta.etag
     last_modified = int(meta.mtime)
     for name, value in headers:
