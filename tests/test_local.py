@@ -229,6 +229,10 @@ def test_nothing_is_served_without_roots(media: Media) -> None:
         b"s3://",
         b"s3://bucket",
         b"s3://bucket/",
+        b"s3://bucket/key?versionId=1",
+        b"s3://bucket/key#x",
+        b"file:///srv/a?",  # an empty query is still a query
+        b"file://localhost",
         b"=?utf-8?b?L3Nydi9hAGI=?=",  # RFC 2047 hiding a NUL
         b"=?utf-8?q?=0A?=",
         b"=?nonexistent-charset?q?/srv/a?=",
@@ -239,6 +243,20 @@ def test_bad_markers_are_refused(raw: bytes) -> None:
     with pytest.raises(SourceError) as info:
         parse_marker(raw)
     assert info.value.status == 404
+
+
+def test_uri_markers_keep_every_byte_of_the_name() -> None:
+    """A raw tab in a URI names a file with a tab; urlsplit() would drop it and
+    name another file."""
+    assert parse_marker(b"file:///srv/a\tb.txt") == "/srv/a\tb.txt"
+    assert parse_marker(b"file:/srv/a b.txt") == "/srv/a b.txt"
+    assert parse_marker(b"file://localhost/srv/x%3Fy") == "/srv/x?y"
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00\r\n/"), min_size=1))
+def test_marker_for_path_round_trips(name: str) -> None:
+    path = "/srv/media/" + name
+    assert parse_marker(marker_for_path(path).encode("latin-1")) == os.path.abspath(path)
 
 
 @given(st.binary(max_size=80))
@@ -390,6 +408,7 @@ def test_django_really_encodes_that_way() -> None:
 
 def test_s3_markers_parse() -> None:
     assert parse_marker(b"s3://bucket/a%20b/c%2Fd.txt") == S3Location("bucket", "a b/c/d.txt")
+    assert parse_marker(b"s3://bucket/a\tb") == S3Location("bucket", "a\tb")
     outcome = Decider(Settings()).for_marker(b"s3://bucket/key", STREAM, [])
     assert outcome == Refuse(404)  # no S3 source configured in this build
 

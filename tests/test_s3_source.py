@@ -174,7 +174,7 @@ async def test_bucket_outside_the_allowlist_is_404_and_warned(
     decider = Decider(s3.settings())
     request = Request("GET", {}, None)
     with caplog.at_level(logging.WARNING, logger="xaccel_middleware"):
-        outcome = await decider.for_s3_marker(b"s3://other-bucket/key", request, [])
+        outcome = await decider.for_marker_async(b"s3://other-bucket/key", request, [])
     await decider.aclose()
     assert outcome == Refuse(404)
     assert "XACCEL_S3_BUCKETS" in caplog.text
@@ -270,7 +270,7 @@ _keep: list[object] = []
 
 
 async def _decide(decider: Decider) -> object:
-    return await decider.for_s3_marker(b"s3://media/big.bin", Request("GET", {}, None), [])
+    return await decider.for_marker_async(b"s3://media/big.bin", Request("GET", {}, None), [])
 
 
 async def test_s3_down_is_502_at_once(decider: Decider) -> None:

@@ -190,15 +190,11 @@ class _Response:
             await self._send(message)
         elif self.marker is not None:
             if kind == PATHSEND or not message.get("more_body", False):
-                await self._serve(
-                    lambda: self.middleware.decider.for_marker(
-                        self.marker or b"", self.request, self.app_headers
-                    )
-                )
+                await self._serve_marker(self.marker)
         elif kind == PATHSEND:
-            path = message["path"]
+            self.done = True
             await self._serve(
-                lambda: self.middleware.decider.for_file(path, None, self.request, self.app_headers)
+                self.middleware.decider.for_file(message["path"], None, self.request, self.app_headers)
             )
         elif self.scope["method"] == "HEAD" and self.request.headers:
             await self._head(message)
@@ -221,11 +217,7 @@ class _Response:
         """The app returned: a marker whose body never ended is served now."""
         if self.start is not None and not self.passing and not self.done:
             if self.marker is not None:
-                await self._serve(
-                    lambda: self.middleware.decider.for_marker(
-                        self.marker or b"", self.request, self.app_headers
-                    )
-                )
+                await self._serve_marker(self.marker)
             else:
                 await self._pass({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -248,17 +240,16 @@ class _Response:
         assert self.start is not None
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.start.get("headers", [])]
 
-    async def _serve(self, decide: Callable[[], Outcome]) -> None:
+    async def _serve_marker(self, marker: bytes) -> None:
         self.done = True
+        # Deciding costs an open, a readlink and a stat of cached metadata, far
+        # less than the thread hop that would carry them; S3 calls are awaited.
+        decider = self.middleware.decider
+        await self._serve(await decider.for_marker_async(marker, self.request, self.app_headers))
+
+    async def _serve(self, outcome: Outcome) -> None:
         limit = self.middleware.settings.chunk_size
         loop = asyncio.get_running_loop()
-        # An S3 marker is awaited here, on the server's loop, never in a thread.
-        early = None
-        if self.marker is not None:
-            early = await self.middleware.decider.for_s3_marker(self.marker, self.request, self.app_headers)
-        # Deciding costs a realpath, an open and a stat of cached metadata: far
-        # less than the thread hop that would carry them.
-        outcome = early if early is not None else decide()
         chunks = None
         if isinstance(outcome, Stream) and outcome.plan.content_length <= limit:
             # Read before the start goes out, so that a failed read is still a 500.

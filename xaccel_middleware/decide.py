@@ -18,7 +18,7 @@ from .errors import ConfigError, SourceError
 from .offload import offload_headers
 from .plan import Plan, plan_response
 from .settings import OffloadHeader, Root, Settings
-from .sources import S3Location, parse_marker
+from .sources import Marker, S3Location, parse_marker
 from .sources.local import LocalFile, confine, find_root, guess_type, offload_target, open_confined, real_path
 from .sources.s3 import S3Object, S3Source, check_bucket, s3_offload_target
 
@@ -98,40 +98,51 @@ class Decider:
             )
 
     def for_marker(self, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]) -> Outcome:
-        """An ``X-Accel-Source`` answer. A marker outside the roots is a 404 that
-        reveals nothing, and is logged once as a warning."""
+        """An ``X-Accel-Source`` answer (WSGI). A marker outside the roots is a 404
+        that reveals nothing, and is logged once as a warning."""
+        marker = self._parse(raw)
+        if isinstance(marker, Refuse):
+            return marker
+        if isinstance(marker, S3Location):
+            # The whole decision is one hop to the S3 loop thread.
+            try:
+                return self.s3.run(self.for_s3(marker, raw, request, app_headers))
+            except TimeoutError:
+                log.warning("%s: no answer from S3 in time", raw[:200])
+                return Refuse(504)
+        return self._for_path(marker, raw, request, app_headers)
+
+    async def for_marker_async(
+        self, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Outcome:
+        """``for_marker`` on the caller's loop (ASGI): S3 calls are awaited there."""
+        marker = self._parse(raw)
+        if isinstance(marker, Refuse):
+            return marker
+        if isinstance(marker, S3Location):
+            return await self.for_s3(marker, raw, request, app_headers)
+        return self._for_path(marker, raw, request, app_headers)
+
+    def _parse(self, raw: bytes) -> Marker | Refuse:
         try:
-            marker = parse_marker(raw)
-            if isinstance(marker, S3Location):
-                # WSGI: the whole decision is one hop to the S3 loop thread.
-                check_bucket(self.settings, marker)
-                try:
-                    return self.s3.run(self.for_s3(marker, raw, request, app_headers))
-                except TimeoutError:
-                    log.warning("%s: no answer from S3 in time", marker)
-                    return Refuse(504)
-            if request.offload_with is not None:
-                real, root = confine(marker, self.settings.roots)
-                offload = self._offload(real, root, request, app_headers)
-                if offload is not None:
-                    return offload
-            return self._stream(open_confined(marker, self.settings.roots), request, app_headers)
+            return parse_marker(raw)
         except SourceError as exc:
             self._warn(raw, exc)
             return Refuse(exc.status)
 
-    async def for_s3_marker(
-        self, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
-    ) -> Outcome | None:
-        """An S3 marker's outcome, awaited on the caller's loop (ASGI); ``None``
-        for any other marker, which ``for_marker`` decides in a thread."""
+    def _for_path(
+        self, path: str, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]
+    ) -> Outcome:
         try:
-            marker = parse_marker(raw)
-        except SourceError:
-            return None
-        if not isinstance(marker, S3Location):
-            return None
-        return await self.for_s3(marker, raw, request, app_headers)
+            if request.offload_with is not None:
+                real, root = confine(path, self.settings.roots)
+                offload = self._offload(real, root, request, app_headers)
+                if offload is not None:
+                    return offload
+            return self._stream(open_confined(path, self.settings.roots), request, app_headers)
+        except SourceError as exc:
+            self._warn(raw, exc)
+            return Refuse(exc.status)
 
     async def for_s3(
         self, location: S3Location, raw: bytes, request: Request, app_headers: Sequence[tuple[str, str]]

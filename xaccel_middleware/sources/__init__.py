@@ -7,7 +7,7 @@ import email.errors
 import email.header
 import os
 from dataclasses import dataclass
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes
 
 from ..errors import SourceError
 
@@ -41,18 +41,25 @@ def parse_marker(raw: bytes) -> Marker:
     raw = _decode_rfc2047(raw) if raw.startswith(b"=?") else _file_system_bytes(raw)
     if b"\x00" in raw or b"\r" in raw or b"\n" in raw:
         raise SourceError(404, "marker holds NUL, CR or LF")
+    # URIs are split by hand: urlsplit() drops tabs and newlines, and would
+    # turn a name holding one into another file's.
     scheme = raw[:5].lower()
     if scheme == b"s3://":
-        parts = urlsplit(raw.decode("latin-1"))
-        key = unquote_to_bytes(parts.path.lstrip("/").encode("latin-1"))
-        if not parts.netloc or not key or parts.query or parts.fragment:
+        bucket, _, key = raw[5:].partition(b"/")
+        key = unquote_to_bytes(key.lstrip(b"/"))
+        if not bucket or not key or b"?" in raw or b"#" in raw:
             raise SourceError(404, "s3 marker needs s3://bucket/key")
-        return S3Location(parts.netloc, key.decode("utf-8", "surrogateescape"))
+        return S3Location(bucket.decode("latin-1"), key.decode("utf-8", "surrogateescape"))
     if scheme == b"file:":
-        parts = urlsplit(raw.decode("latin-1"))
-        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        rest = raw[5:]
+        if rest.startswith(b"//"):
+            host, slash, path = rest[2:].partition(b"/")
+            if host not in (b"", b"localhost"):
+                raise SourceError(404, "file marker must be file:///absolute/path")
+            rest = slash + path
+        if b"?" in rest or b"#" in rest:
             raise SourceError(404, "file marker must be file:///absolute/path")
-        raw = unquote_to_bytes(parts.path.encode("latin-1"))
+        raw = unquote_to_bytes(rest)
         if b"\x00" in raw or b"\r" in raw or b"\n" in raw:
             raise SourceError(404, "marker holds NUL, CR or LF")
     if not raw.startswith(b"/"):
