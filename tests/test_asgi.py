@@ -181,6 +181,24 @@ async def test_non_http_scopes_pass_through(media: Media) -> None:
     assert seen == ["lifespan"]
 
 
+async def test_a_second_start_replaces_the_first_and_its_marker(media: Media) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-accel-source", str(media.file).encode())],
+            }
+        )
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"app", "more_body": False})
+
+    response = await call(XAccelMiddleware(app, media.settings()))
+    assert (response.status, response.body) == (200, b"app")
+
+
 async def test_marker_on_non_200_is_stripped_and_body_kept(media: Media) -> None:
     app = XAccelMiddleware(marker_app(str(media.file), status=403), media.settings())
     response = await call(app)
@@ -281,19 +299,30 @@ def test_settings_from_env_when_none_given(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize(
     ("offered", "used"),
-    [((ZEROCOPY, PATHSEND), ZEROCOPY), ((PATHSEND,), PATHSEND), ((), "http.response.body")],
+    [((ZEROCOPY, PATHSEND), ZEROCOPY), ((PATHSEND,), "http.response.body"), ((), "http.response.body")],
 )
 async def test_large_file_goes_by_the_best_extension_offered(
     media: Media, offered: tuple[str, ...], used: str
 ) -> None:
     """zerocopysend first: it sends from the planned fd with a count, so the
-    body stays bounded; pathsend makes the server open the path again."""
+    body stays bounded. A marker's file never goes by pathsend: the server
+    would open the path again, after the check."""
     big = _big_file(media, 200_000)
     app = XAccelMiddleware(marker_app(str(big)), media.settings(chunk_size=4096))
     before = open_fds()
     response = await call(app, extensions=offered)
     assert open_fds() == before
     assert response.kinds[1] == used
+    assert response.body == big.read_bytes()
+
+
+async def test_a_file_the_app_handed_over_by_name_goes_back_by_pathsend(media: Media) -> None:
+    big = _big_file(media, 200_000)
+    outside = media.private.parent / "big.bin"
+    outside.write_bytes(big.read_bytes())
+    app = XAccelMiddleware(file_response_app(outside), media.settings(chunk_size=4096))
+    response = await call(app, extensions=(PATHSEND,))
+    assert response.kinds == ["http.response.start", PATHSEND]
     assert response.body == big.read_bytes()
 
 

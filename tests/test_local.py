@@ -11,6 +11,7 @@ import resource
 import threading
 import unicodedata
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
@@ -202,6 +203,50 @@ def test_a_path_swapped_after_the_check_still_opens_the_file_checked(
     finally:
         file.close()
     assert (media.root / "sub" / "secret.txt").read_bytes() == b"top secret\n"
+
+
+def test_a_real_path_longer_than_path_max_is_a_404(media: Media) -> None:
+    """The kernel can reach a file through symlinks whose real path it cannot
+    write back (ENAMETOOLONG): refused, never an error."""
+    parts = ["d" * 250] * 18  # 4,518 bytes below the root
+    here = os.open(media.root, os.O_RDONLY)
+    try:
+        for part in parts:
+            os.mkdir(part, dir_fd=here)
+            below = os.open(part, os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = below
+        os.close(os.open("f.txt", os.O_CREAT | os.O_WRONLY, dir_fd=here))
+    finally:
+        os.close(here)
+    os.symlink("/".join(parts[:9]), media.root / "s1")
+    os.symlink("/".join(parts[9:]), os.path.join(media.root, "s1", "s2"))
+    marker = str(media.root / "s1" / "s2" / "f.txt")
+    decider = Decider(media.settings())
+    for request in (OFFLOAD, STREAM):
+        assert decider.for_marker(marker.encode(), request, []) == Refuse(404)
+
+
+@pytest.mark.skipif(not local._pinned(), reason="no O_PATH and /proc/self/fd here")
+@pytest.mark.parametrize("resolve", [confine, open_confined])
+def test_a_name_deleted_while_it_is_resolved_is_a_404(
+    media: Media, monkeypatch: pytest.MonkeyPatch, resolve: Any
+) -> None:
+    """/proc names an unlinked file "... (deleted)"; with a hard link left
+    elsewhere the file still has links, so the name itself is checked."""
+    inside = media.root / "linked.txt"
+    inside.write_bytes(b"x")
+    os.link(inside, media.private.parent / "linked.txt")
+    readlink = os.readlink
+
+    def unlink_then_readlink(path: str) -> str:
+        inside.unlink(missing_ok=True)
+        return readlink(path)
+
+    monkeypatch.setattr(os, "readlink", unlink_then_readlink)
+    with pytest.raises(SourceError) as caught:
+        resolve(str(inside), media.settings().roots)
+    assert caught.value.status == 404
 
 
 def test_nothing_is_served_without_roots(media: Media) -> None:

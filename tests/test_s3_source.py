@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from s3server import BUCKET, CLIENT_ENV, FakeS3, S3Server, shared
 
-from xaccel_middleware import ConfigError
+from xaccel_middleware import ConfigError, Settings
 from xaccel_middleware.decide import Decider, Refuse, Request, S3Stream
 from xaccel_middleware.errors import SourceError
 from xaccel_middleware.ranges import ByteSpan
@@ -180,6 +180,17 @@ async def test_bucket_outside_the_allowlist_is_404_and_warned(
     assert "XACCEL_S3_BUCKETS" in caplog.text
     # Nothing was asked of S3: no client was even made.
     assert decider._s3 is None or not decider._s3.clients.by_loop
+
+
+def test_a_bucket_outside_the_allowlist_costs_no_thread_under_wsgi() -> None:
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    decider = Decider(Settings())
+    outcome = decider.for_marker(b"s3://bucket/key", Request("GET", {}, None), [])
+    assert outcome == Refuse(404)
+    assert decider._s3 is None  # no S3 source, so no client and no loop thread
+    assert {t.name for t in threading.enumerate()} == before
 
 
 async def test_access_refused_is_404_with_a_hint(

@@ -177,7 +177,7 @@ class _Response:
         if kind == "http.response.start":
             if message["status"] == 200:
                 # Held until the first body message shows what the answer is.
-                self.start = message
+                self.start, self.marker = message, None
                 for name, value in message.get("headers", ()):
                     if name.lower() == _MARKER:
                         self.marker = value
@@ -199,7 +199,9 @@ class _Response:
         elif self.scope["method"] == "HEAD" and self.request.headers:
             await self._head(message)
         else:
-            await self._pass(message)  # a message of a later ASGI version
+            # A later ASGI version's message, or a HEAD whose only owned
+            # headers are the trust headers: nothing to decide.
+            await self._pass(message)
 
     async def _head(self, message: Message) -> None:
         """A HEAD the app answered itself still gets its 304 or 412."""
@@ -256,7 +258,11 @@ class _Response:
             if all(cached(outcome.file.fd, s) for s in outcome.plan.body if isinstance(s, ByteSpan)):
                 chunks = prefetch(outcome, limit)
             else:
-                chunks = await loop.run_in_executor(None, prefetch, outcome, limit)
+                try:
+                    chunks = await loop.run_in_executor(None, prefetch, outcome, limit)
+                except BaseException:  # cancelled: nothing else will close it
+                    outcome.file.close()
+                    raise
         if isinstance(outcome, S3Stream):
             await send_s3(self.exchange, outcome)
             return

@@ -1,13 +1,14 @@
 """Sending a planned body over ASGI: the whole small file at once, a large one
 chunk by chunk (on the loop when the page cache holds it, in the thread pool
-otherwise), or through the server's ``zerocopysend`` or ``pathsend``; an S3
+otherwise), or through the server's ``zerocopysend`` (from the planned
+descriptor) or ``pathsend`` (only for a file the app itself handed over by
+name: the server opens the path again, after the send has returned); an S3
 body as it arrives. A client that goes away stops the reads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -67,7 +68,12 @@ class StreamSender:
                             "more_body": False,
                         }
                     )
-            elif PATHSEND in self.exchange.server and plan.status == 200 and len(plan.body) == 1:
+            elif (
+                self.stream.by_name
+                and PATHSEND in self.exchange.server
+                and plan.status == 200
+                and len(plan.body) == 1
+            ):
                 await self.send({"type": PATHSEND, "path": file.path})
             else:
                 await self.read_and_send()
@@ -142,7 +148,7 @@ def prefetch(stream: Stream, limit: int) -> list[bytes] | None:
 
 def cached(fd: int, span: ByteSpan) -> bool:
     """Whether the span's first and last byte are in the page cache: then reading
-    it will not wait for the disk. False where RWFNOWAIT is not supported."""
+    it will not wait for the disk. False where RWF_NOWAIT is not supported."""
     if NOWAIT is None or not span.length:
         return NOWAIT is not None
     probe = [bytearray(1)]
@@ -160,7 +166,9 @@ def encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 async def send_path(exchange: Exchange, path: str) -> None:
     """The body of a passed-through pathsend, read here for a server without it."""
     loop = asyncio.get_running_loop()
-    file = await loop.run_in_executor(None, functools.partial(LocalFile.open, path, follow=True))
+    # Opened on the loop, as every decision is: in a thread, a cancelled
+    # request would leave the file open.
+    file = LocalFile.open(path, follow=True)
     size = file.meta.size
     stream = Stream(file, Plan(200, [], (ByteSpan(0, size),) if size else ()))
     try:

@@ -39,6 +39,10 @@ class Offload:
 class Stream:
     file: LocalFile
     plan: Plan
+    # The app handed the file over by its name (pathsend), so the server may
+    # open it by name again. A marker's file is held open from its check on,
+    # and only that descriptor is read.
+    by_name: bool = False
 
     def prefetch(self, limit: int) -> list[bytes] | None:
         """The whole body when it is at most ``limit`` bytes, read now, so that a
@@ -104,11 +108,16 @@ class Decider:
         if isinstance(marker, Refuse):
             return marker
         if isinstance(marker, S3Location):
+            try:
+                check_bucket(self.settings, marker)  # before any S3 client or thread is made
+            except SourceError as exc:
+                self._warn(raw, exc)
+                return Refuse(exc.status)
             # The whole decision is one hop to the S3 loop thread.
             try:
                 return self.s3.run(self.for_s3(marker, raw, request, app_headers))
             except TimeoutError:
-                log.warning("%s: no answer from S3 in time", raw[:200])
+                log.warning("%s: no answer from S3 within %g s", raw[:200], self.s3.deadline + 5)
                 return Refuse(504)
         return self._for_path(marker, raw, request, app_headers)
 
@@ -139,7 +148,7 @@ class Decider:
                 offload = self._offload(real, root, request, app_headers)
                 if offload is not None:
                     return offload
-            return self._stream(open_confined(path, self.settings.roots), request, app_headers)
+            return self._stream(open_confined(path, self.settings.roots), request, app_headers, by_name=False)
         except SourceError as exc:
             self._warn(raw, exc)
             return Refuse(exc.status)
@@ -209,7 +218,7 @@ class Decider:
         except OSError as exc:
             log.warning("cannot stream %r: %s", path, exc)
             return Refuse(404)
-        return self._stream(file, request, app_headers)
+        return self._stream(file, request, app_headers, by_name=fd is None)
 
     def _offload(
         self, real: str, root: Root, request: Request, app_headers: Sequence[tuple[str, str]]
@@ -222,12 +231,14 @@ class Decider:
         log.debug("offload %s as %s", real, target.name)
         return Offload(offload_headers(app_headers, target, guess_type(real)))
 
-    def _stream(self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]]) -> Stream:
+    def _stream(
+        self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]], by_name: bool
+    ) -> Stream:
         plan = plan_response(
             request.method, request.headers, file.meta, app_headers, self.settings.max_ranges
         )
         log.debug("stream %s: %d", file.path, plan.status)
-        return Stream(file, plan)
+        return Stream(file, plan, by_name)
 
     def _warn(self, raw: bytes, exc: SourceError) -> None:
         if raw in self._warned:

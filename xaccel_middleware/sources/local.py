@@ -83,7 +83,7 @@ def confine(path: str, roots: tuple[Root, ...]) -> tuple[str, Root]:
         try:
             st = os.stat(real)
         except OSError as exc:
-            raise _open_error(exc) from None
+            raise _os_error(exc, "stat") from None
         _check_regular(st)
         return real, root
     fd, real, root = _pin(path, roots)
@@ -98,7 +98,7 @@ def open_confined(path: str, roots: tuple[Root, ...]) -> LocalFile:
         return LocalFile.open(real)
     pinned, real, _ = _pin(path, roots)
     try:
-        return LocalFile.open(f"{_FD_LINKS}{pinned}", follow=True, name=real)
+        return LocalFile.reopen(pinned, real)
     finally:
         os.close(pinned)
 
@@ -106,16 +106,18 @@ def open_confined(path: str, roots: tuple[Root, ...]) -> LocalFile:
 def real_path(path: str) -> str:
     """Where ``path`` leads, as the kernel resolves it (``os.path.realpath``,
     without a Python-level ``lstat`` for each component)."""
-    if not _pinned():
-        return os.path.realpath(path)
-    try:
-        fd = os.open(path, _O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return os.path.realpath(path)
-    try:
-        return os.readlink(f"{_FD_LINKS}{fd}")
-    finally:
-        os.close(fd)
+    if _pinned():
+        try:
+            fd = os.open(path, _O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return os.path.realpath(path)
+        try:
+            return os.readlink(f"{_FD_LINKS}{fd}")
+        except OSError:  # a real path longer than PATH_MAX, say
+            pass
+        finally:
+            os.close(fd)
+    return os.path.realpath(path)
 
 
 def _pin(path: str, roots: tuple[Root, ...]) -> tuple[int, str, Root]:
@@ -123,16 +125,23 @@ def _pin(path: str, roots: tuple[Root, ...]) -> tuple[int, str, Root]:
     try:
         fd = os.open(path, _O_PATH | os.O_CLOEXEC)
     except OSError as exc:
-        raise _open_error(exc) from None
+        raise _os_error(exc, "open") from None
     try:
-        real = os.readlink(f"{_FD_LINKS}{fd}")
+        try:
+            real = os.readlink(f"{_FD_LINKS}{fd}")
+            pinned = os.fstat(fd)
+            # The name must still lead to the file: the proxy opens it by
+            # name, and a deleted one reads "... (deleted)" (with another
+            # hard link left, even st_nlink does not tell).
+            named = os.stat(real, follow_symlinks=False)
+        except OSError as exc:
+            raise _os_error(exc, "resolve") from None
         root = find_root(real, roots)
         if root is None:
             raise SourceError(404, "outside every configured root")
-        st = os.fstat(fd)
-        _check_regular(st)
-        if not st.st_nlink:  # deleted since: /proc names it "... (deleted)"
-            raise SourceError(404, "deleted")
+        _check_regular(pinned)
+        if (named.st_dev, named.st_ino) != (pinned.st_dev, pinned.st_ino):
+            raise SourceError(404, "moved or deleted while it was resolved")
     except BaseException:
         os.close(fd)
         raise
@@ -160,9 +169,9 @@ def _check_regular(st: os.stat_result) -> None:
         raise SourceError(404, "not a regular file")
 
 
-def _open_error(exc: OSError) -> SourceError:
+def _os_error(exc: OSError, doing: str) -> SourceError:
     status = 404 if exc.errno in _NOT_FOUND_ERRORS else 503
-    return SourceError(status, f"cannot open: {exc.strerror}")
+    return SourceError(status, f"cannot {doing}: {exc.strerror}")
 
 
 def offload_target(real: str, root: Root, method: OffloadHeader, settings: Settings) -> OffloadTarget | None:
@@ -194,17 +203,26 @@ class LocalFile:
     meta: FileMeta
 
     @classmethod
-    def open(cls, path: str, follow: bool = False, name: str | None = None) -> LocalFile:
-        """Open ``path`` for reading; ``name`` is the file's real path when
-        ``path`` is only a way to it (a /proc/self/fd link)."""
-        # A confined path is already resolved: O_NOFOLLOW refuses a symlink
-        # swapped in for its last component since. O_NONBLOCK: opening a FIFO
-        # would otherwise wait for a writer forever; it is refused just below.
+    def open(cls, path: str, follow: bool = False) -> LocalFile:
+        """Open ``path`` for reading. Without ``follow``, O_NOFOLLOW: a path
+        resolved by name must not have had a symlink swapped in for its last
+        component since."""
         flags = _READ_FLAGS if follow else _READ_FLAGS | getattr(os, "O_NOFOLLOW", 0)
+        return cls._open(path, flags, path)
+
+    @classmethod
+    def reopen(cls, pinned: int, name: str) -> LocalFile:
+        """Open for reading the file an ``O_PATH`` descriptor holds, named ``name``."""
+        return cls._open(f"{_FD_LINKS}{pinned}", _READ_FLAGS, name)
+
+    @classmethod
+    def _open(cls, path: str, flags: int, name: str) -> LocalFile:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever;
+        # it is refused just below.
         try:
             fd = os.open(path, flags)
         except OSError as exc:
-            raise _open_error(exc) from None
+            raise _os_error(exc, "open") from None
         try:
             st = os.fstat(fd)
             _check_regular(st)
@@ -212,7 +230,6 @@ class LocalFile:
         except BaseException:
             os.close(fd)
             raise
-        name = name or path
         return cls(name, fd, file_meta(st, name))
 
     @classmethod
