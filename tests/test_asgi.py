@@ -5,8 +5,12 @@ closed exactly once, client disconnects)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import os
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,9 +22,9 @@ from cases import CASES, CONTENT, request_headers, validators
 from conftest import Media, TableFailures, open_fds
 from starlette.responses import FileResponse
 
-from xaccel_middleware import Settings, XAccelMiddleware
+from xaccel_middleware import Settings, XAccelMiddleware, asgi
 from xaccel_middleware.decide import Stream
-from xaccel_middleware.sources.local import TruncatedFile
+from xaccel_middleware.sources.local import LocalFile, TruncatedFile
 
 EXTENSIONS = {"none": (), "pathsend": (PATHSEND,), "zerocopysend": (ZEROCOPY,), "both": (PATHSEND, ZEROCOPY)}
 
@@ -337,6 +341,55 @@ async def test_a_failed_read_before_the_answer_closes_the_file(
     before = open_fds()
     with pytest.raises(TruncatedFile):
         await call(app)
+    assert open_fds() == before
+
+
+async def test_a_request_cancelled_while_the_pool_reads_leaves_no_descriptor(
+    media: Media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    prefetch = Stream.prefetch
+
+    def slow(self: Stream, limit: int) -> list[bytes] | None:
+        entered.set()
+        release.wait(5)
+        return prefetch(self, limit)
+
+    monkeypatch.setattr(Stream, "prefetch", slow)
+    monkeypatch.setattr(asgi, "cached", lambda fd, span: False)  # as if on disk: read in the pool
+    app = XAccelMiddleware(marker_app(str(media.file)), media.settings())
+    before = open_fds()
+    task = asyncio.ensure_future(call(app))
+    while not entered.is_set():
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    assert open_fds() == before
+
+
+async def test_a_request_cancelled_while_a_passed_pathsend_opens_leaves_no_descriptor(
+    media: Media, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FileResponse with another status than 200, on a server without pathsend:
+    the middleware reads the file itself, and a cancel while it opens the file
+    must not lose the descriptor."""
+    opened = LocalFile.open.__func__  # type: ignore[attr-defined]
+
+    def slow_open(cls: type[LocalFile], path: str, follow: bool = False) -> LocalFile:
+        time.sleep(0.2)
+        return opened(cls, path, follow)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(LocalFile, "open", classmethod(slow_open))
+    app = XAccelMiddleware(file_response_app(media.file, status=404), media.settings())
+    before = open_fds()
+    task = asyncio.ensure_future(call(app))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # any open still running elsewhere has finished
     assert open_fds() == before
 
 

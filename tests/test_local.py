@@ -225,6 +225,9 @@ def test_a_real_path_longer_than_path_max_is_a_404(media: Media) -> None:
     decider = Decider(media.settings())
     for request in (OFFLOAD, STREAM):
         assert decider.for_marker(marker.encode(), request, []) == Refuse(404)
+    # Handed over by path (pathsend), it is resolved by name instead: no 500 either.
+    assert decider.for_file(marker, None, STREAM, []) == Refuse(404)
+    assert isinstance(decider.for_file(marker, None, OFFLOAD, []), (Offload, Refuse))
 
 
 @pytest.mark.skipif(not local._pinned(), reason="no O_PATH and /proc/self/fd here")
