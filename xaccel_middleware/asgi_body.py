@@ -84,7 +84,7 @@ class StreamSender:
         # uvicorn drops sends after a disconnect silently; watch for it so that a
         # gone client does not cost the rest of the file's reads.
         gone = asyncio.Event()
-        watcher = asyncio.ensure_future(self._watch(gone))
+        watcher = asyncio.ensure_future(watch(self.exchange.receive, gone))
         chunk_size = self.exchange.chunk_size
         read_at = self.stream.file.read_at
         try:
@@ -110,11 +110,9 @@ class StreamSender:
         finally:
             watcher.cancel()
 
-    async def _watch(self, gone: asyncio.Event) -> None:
-        await watch(self.exchange.receive, gone)
-
 
 async def watch(receive: Receive, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the client disconnects."""
     while (await receive())["type"] != "http.disconnect":
         pass
     gone.set()
