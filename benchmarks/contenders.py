@@ -134,7 +134,7 @@ def build(run: Path, media: str, baseline: Path | None = None) -> tuple[list[Con
         )
     add(
         "xaccel-granian",
-        "xaccel stream, granian",
+        "xaccel stream, granian (pathsend)",
         _granian("xaccel-granian", "benchmarks.apps.asgi:xaccel_app", run, media),
         "granian is not installed",
         ours=True,

@@ -1,8 +1,7 @@
 """Sending a planned body over ASGI: the whole small file at once, a large one
 chunk by chunk (on the loop when the page cache holds it, in the thread pool
 otherwise), or through the server's ``zerocopysend`` (from the planned
-descriptor) or ``pathsend`` (only for a file the app itself handed over by
-name: the server opens the path again, after the send has returned); an S3
+descriptor) or ``pathsend`` (the server opens the real path again); an S3
 body as it arrives. A client that goes away stops the reads."""
 
 from __future__ import annotations
@@ -68,12 +67,9 @@ class StreamSender:
                             "more_body": False,
                         }
                     )
-            elif (
-                self.stream.by_name
-                and PATHSEND in self.exchange.server
-                and plan.status == 200
-                and len(plan.body) == 1
-            ):
+            elif PATHSEND in self.exchange.server and plan.status == 200 and len(plan.body) == 1:
+                # The server opens the checked real path again itself, after this
+                # send returns (granian): it cannot be handed the descriptor.
                 await self.send({"type": PATHSEND, "path": file.path})
             else:
                 await self.read_and_send()

@@ -39,10 +39,6 @@ class Offload:
 class Stream:
     file: LocalFile
     plan: Plan
-    # The app handed the file over by its name (pathsend), so the server may
-    # open it by name again. A marker's file is held open from its check on,
-    # and only that descriptor is read.
-    by_name: bool = False
 
     def prefetch(self, limit: int) -> list[bytes] | None:
         """The whole body when it is at most ``limit`` bytes, read now, so that a
@@ -148,7 +144,7 @@ class Decider:
                 offload = self._offload(real, root, request, app_headers)
                 if offload is not None:
                     return offload
-            return self._stream(open_confined(path, self.settings.roots), request, app_headers, by_name=False)
+            return self._stream(open_confined(path, self.settings.roots), request, app_headers)
         except SourceError as exc:
             self._warn(raw, exc)
             return Refuse(exc.status)
@@ -218,7 +214,7 @@ class Decider:
         except OSError as exc:
             log.warning("cannot stream %r: %s", path, exc)
             return Refuse(404)
-        return self._stream(file, request, app_headers, by_name=fd is None)
+        return self._stream(file, request, app_headers)
 
     def _offload(
         self, real: str, root: Root, request: Request, app_headers: Sequence[tuple[str, str]]
@@ -231,14 +227,12 @@ class Decider:
         log.debug("offload %s as %s", real, target.name)
         return Offload(offload_headers(app_headers, target, guess_type(real)))
 
-    def _stream(
-        self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]], by_name: bool
-    ) -> Stream:
+    def _stream(self, file: LocalFile, request: Request, app_headers: Sequence[tuple[str, str]]) -> Stream:
         plan = plan_response(
             request.method, request.headers, file.meta, app_headers, self.settings.max_ranges
         )
         log.debug("stream %s: %d", file.path, plan.status)
-        return Stream(file, plan, by_name)
+        return Stream(file, plan)
 
     def _warn(self, raw: bytes, exc: SourceError) -> None:
         if raw in self._warned:
