@@ -216,7 +216,7 @@ def targets(
         ratio("4k", "offload-nginx", "nginx-hello", rps),
         0.9,
         why="nginx's internal redirect and file send cost it about 20 µs more than relaying"
-        " 'hello', and the app's decision 14 µs, against a 90 µs request, on 2 shared cores",
+        " 'hello', and the app's decision 17 µs, against a 90 µs request, on 2 shared cores",
     )
     add(
         "Passthrough, non-file response, ASGI (uvicorn): wrapped/bare req/s",

@@ -16,6 +16,7 @@ from the cache (benchmarks/NOTES.md). :mod:`asgi_body` sends the bodies.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -85,20 +86,6 @@ class XAccelMiddleware:
 class _Response:
     """One response's interception: the held start message and what follows it."""
 
-    __slots__ = (
-        "_request",
-        "_send",
-        "done",
-        "marker",
-        "middleware",
-        "owned",
-        "passing",
-        "receive",
-        "scope",
-        "server",
-        "start",
-    )
-
     def __init__(
         self,
         middleware: XAccelMiddleware,
@@ -118,21 +105,15 @@ class _Response:
         self.marker: bytes | None = None
         self.passing = False
         self.done = False
-        self._request: Request | None = None
 
     @property
     def exchange(self) -> Exchange:
         """What the body senders need; made only for a file."""
         return Exchange(self._send, self.receive, self.server, self.middleware.settings.chunk_size)
 
-    @property
+    @functools.cached_property
     def request(self) -> Request:
-        """What the decision needs, parsed once, and only for a file."""
-        if self._request is None:
-            self._request = self._parse_request()
-        return self._request
-
-    def _parse_request(self) -> Request:
+        """What the decision needs, parsed only for a file."""
         conditional: dict[str, str] = {}
         own: dict[bytes, str] = {}
         for name, value in self.owned:
@@ -163,17 +144,6 @@ class _Response:
         if self.done:
             return  # the rest of a body that a file replaced
         kind = message["type"]
-        if (
-            kind == "http.response.body"
-            and self.start is not None
-            and self.marker is None
-            and not (self.owned and self.scope["method"] == "HEAD")
-        ):
-            # The common case, an ordinary body: let the held start go, inline.
-            self.passing = True
-            await self._send(self.start)
-            await self._send(message)
-            return
         if kind == "http.response.start":
             if message["status"] == 200:
                 # Held until the first body message shows what the answer is.
@@ -199,9 +169,7 @@ class _Response:
         elif self.scope["method"] == "HEAD" and self.request.headers:
             await self._head(message)
         else:
-            # A later ASGI version's message, or a HEAD whose only owned
-            # headers are the trust headers: nothing to decide.
-            await self._pass(message)
+            await self._pass(message)  # an ordinary body: the held start goes with it
 
     async def _head(self, message: Message) -> None:
         """A HEAD the app answered itself still gets its 304 or 412."""

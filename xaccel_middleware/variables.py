@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .errors import ConfigError
@@ -35,6 +35,11 @@ class Root:
 
     directory: str
     prefix: str
+    # The directory with its separator: what a path inside it starts with.
+    base: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", self.directory.rstrip(os.sep) + os.sep)
 
 
 def _split(value: str) -> list[str]:

@@ -49,8 +49,7 @@ class TruncatedFile(OSError):
 def find_root(real: str, roots: tuple[Root, ...]) -> Root | None:
     """The root holding the real path ``real``; roots are sorted longest first."""
     for root in roots:
-        base = root.directory.rstrip(os.sep) + os.sep
-        if real.startswith(base):
+        if real.startswith(root.base):
             return root
     return None
 
@@ -180,7 +179,7 @@ def offload_target(real: str, root: Root, method: OffloadHeader, settings: Setti
     if method == "X-Sendfile":
         text = header_text(real)
         return None if text is None else OffloadTarget("x-sendfile", text)
-    relative = real[len(root.directory.rstrip(os.sep)) + 1 :]
+    relative = real[len(root.base) :]
     return OffloadTarget("x-accel-redirect", internal_uri(root.prefix, relative), nginx_extras(settings))
 
 
